@@ -1,0 +1,12 @@
+"""asyncio-compat: asyncore and asynchat for Python 3.9-3.13+, on pluggable pollers."""
+
+from __future__ import annotations
+
+from ._config import ENV_VAR, get_default_poller, set_default_poller
+from ._loop import SocketMap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENV_VAR", "SocketMap", "get_default_poller", "set_default_poller", "__version__",
+]

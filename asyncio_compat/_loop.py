@@ -1,0 +1,407 @@
+"""The engine behind ``asyncore.loop()``: stateful registration per socket map.
+
+CPython 3.11's asyncore rebuilt the whole fd set on every pass and asked
+every channel ``readable()`` and ``writable()``.  Here each socket map gets a
+:class:`MapLoop` that keeps one poller across passes and only touches:
+
+* fds whose map entry changed (a :class:`SocketMap` records them; a plain
+  dict is compared in full on every pass, as 3.11 did);
+* channels that just handled an event, or said their interest changed
+  (:meth:`dispatcher.interest_changed`);
+* channels whose class overrides ``readable()``/``writable()`` with its own
+  code: those are asked every pass, because only they know when their answer
+  changes.
+
+Events are bound to the object that owned the fd when the kernel reported
+them: a channel closed during a pass whose fd is reused by a new channel in
+the same pass never sees the old channel's event.
+"""
+
+from __future__ import annotations
+
+import time
+from errno import EBADF, ECONNABORTED, ECONNRESET, ENOENT, ENOTCONN, EPIPE, ESHUTDOWN
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Type, TypeVar
+
+import pollers
+from pollers import ERR, HUP, NVAL, PRI, READ, WRITE, Poller
+
+from . import _timers
+from ._errors import ExitNow, _reraised_exceptions
+
+_DISCONNECTED: FrozenSet[int] = frozenset(
+    {ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF}
+)
+
+# errnos that mean "this fd is no longer open": the channel is told NVAL
+_FD_GONE = frozenset({EBADF, ENOENT})
+
+_CLOSE_FLAGS = HUP | ERR | NVAL
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# readable()/writable() implementations whose answers only change when the
+# channel says so (or handles an event); see pushes_interest().
+_PUSHED_PREDICATES: Set[Any] = set()
+# class -> True when both of its predicates are in _PUSHED_PREDICATES
+_pushes_cache: Dict[type, bool] = {}
+
+
+def pushes_interest(func: F) -> F:
+    """Mark a ``readable``/``writable`` implementation as one that reports changes.
+
+    A class whose two predicates are both marked is not asked every pass: its
+    instances call :meth:`interest_changed` whenever an answer may change
+    outside an event handler.  Subclasses that override a predicate with an
+    unmarked function are asked every pass, as in CPython 3.11.
+    """
+    _PUSHED_PREDICATES.add(func)
+    return func
+
+
+def _pushes(obj: Any) -> bool:
+    cls = type(obj)
+    known = _pushes_cache.get(cls)
+    if known is None:
+        known = (
+            getattr(cls, "readable", None) in _PUSHED_PREDICATES
+            and getattr(cls, "writable", None) in _PUSHED_PREDICATES
+        )
+        _pushes_cache[cls] = known
+    if known:
+        inst = getattr(obj, "__dict__", None)
+        if inst and ("readable" in inst or "writable" in inst):
+            return False
+    return known
+
+
+class SocketMap(Dict[int, Any]):
+    """A socket map (fd -> channel) that records which fds changed.
+
+    It behaves as a dict.  The loop reads the record to touch only what
+    changed, so a pass over a ``SocketMap`` costs O(active channels); a plain
+    dict works too but is compared in full on every pass.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self._changed: Set[int] = set()  # fds to look at on the next pass
+        self.update(*args, **kwargs)
+
+    def __setitem__(self, fd: int, channel: Any) -> None:
+        dict.__setitem__(self, fd, channel)
+        self._changed.add(fd)
+
+    def __delitem__(self, fd: int) -> None:
+        dict.__delitem__(self, fd)
+        self._changed.add(fd)
+
+    def pop(self, fd: int, *default: Any) -> Any:  # type: ignore[override]
+        value = dict.pop(self, fd, *default)
+        self._changed.add(fd)
+        return value
+
+    def popitem(self) -> Tuple[int, Any]:
+        item = dict.popitem(self)
+        self._changed.add(item[0])
+        return item
+
+    def clear(self) -> None:
+        self._changed.update(self)
+        dict.clear(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for fd, channel in dict(*args, **kwargs).items():
+            self[fd] = channel
+
+    def setdefault(self, fd: int, default: Any = None) -> Any:
+        if fd not in self:
+            self[fd] = default
+        return dict.__getitem__(self, fd)
+
+    def __ior__(self, other: Any) -> "SocketMap":  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def __reduce__(self) -> Any:
+        return (type(self), (dict(self),))
+
+
+def wanted_events(obj: Any) -> int:
+    """The mask a channel asks for, by the 3.11 rules.
+
+    ``readable()`` asks for READ and PRI; ``writable()`` asks for WRITE
+    unless the channel is ``accepting`` (a listening socket is never put in
+    the write set).
+    """
+    events = READ | PRI if obj.readable() else 0
+    if obj.writable() and not getattr(obj, "accepting", False):
+        events |= WRITE
+    return events
+
+
+def dispatch(obj: Any, flags: int, fd: int, socket_map: Any) -> None:
+    """Deliver one fd's events with poll2() semantics (3.11's ``readwrite``).
+
+    Read first (so data that came with a hang-up is not lost), then write,
+    urgent data, and ``handle_close`` for HUP, ERR or NVAL.  A channel that
+    leaves the map while handling one event gets none of the rest.
+    Disconnection errors close the channel; other exceptions go to
+    ``handle_error``; ExitNow, KeyboardInterrupt and SystemExit propagate.
+    """
+    try:
+        if flags & READ:
+            obj.handle_read_event()
+        if flags & WRITE and socket_map.get(fd) is obj:
+            obj.handle_write_event()
+        if flags & PRI and socket_map.get(fd) is obj:
+            obj.handle_expt_event()
+        if flags & _CLOSE_FLAGS and socket_map.get(fd) is obj:
+            obj.handle_close()
+    except OSError as exc:
+        if exc.errno in _DISCONNECTED:
+            obj.handle_close()
+        else:
+            obj.handle_error()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+_SELECT_STEPS = ((READ, "handle_read_event"), (WRITE, "handle_write_event"), (PRI, "handle_expt_event"))
+
+
+def dispatch_select_style(obj: Any, flags: int, fd: int, socket_map: Any, wanted: int) -> None:
+    """Deliver one fd's events with 3.11 ``poll()`` (select) semantics.
+
+    select() has no hang-up flag: a socket with an error or a hang-up is
+    simply readable and writable, so HUP and ERR are delivered as the READ
+    and WRITE events the channel asked for, and its own ``recv()`` finds the
+    end.  Every exception goes to ``handle_error``.  An fd closed behind our
+    back (NVAL; select() raised EBADF in 3.11) closes the channel.
+    """
+    if flags & (HUP | ERR):
+        flags |= wanted & (READ | WRITE)
+    for flag, name in _SELECT_STEPS:
+        if flags & flag and socket_map.get(fd) is obj:
+            try:
+                getattr(obj, name)()
+            except _reraised_exceptions:
+                raise
+            except BaseException:
+                obj.handle_error()
+    if flags & NVAL and socket_map.get(fd) is obj:
+        dispatch(obj, NVAL, fd, socket_map)
+
+
+def report_error(obj: Any) -> None:
+    """Call ``obj.handle_error()`` for the exception being handled."""
+    try:
+        obj.handle_error()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        # a handle_error that itself fails must not take the loop down
+        import traceback
+
+        traceback.print_exc()
+
+
+class MapLoop:
+    """One socket map's poller and registrations, kept across ``loop()`` calls."""
+
+    def __init__(self, socket_map: Any, poller_cls: Type[Poller]) -> None:
+        self.map = socket_map
+        self.poller = poller_cls()
+        self.owners: Dict[int, Any] = {}  # fd -> channel registered for it
+        self.polled: Dict[int, Any] = {}  # fd -> channel asked every pass
+        changed = getattr(socket_map, "_changed", None)
+        self.tracked = changed is not None
+        # fds to look at on the next pass: shared with the SocketMap's record
+        self.dirty: Set[int] = changed if changed is not None else set()
+        self.dirty.update(socket_map)
+        # events made up by us (an fd the kernel refused as closed)
+        self.synthetic: List[Tuple[int, int]] = []
+        self.timers = _timers.TimerQueue()
+
+    # -- registration ----------------------------------------------------
+
+    def sync(self) -> None:
+        """Bring the poller in line with the map and the channels' interest."""
+        if self.tracked:
+            self._sync_fds(self.dirty)
+            for fd, obj in list(self.polled.items()):
+                self._refresh(fd, obj)
+        else:
+            for fd in [fd for fd in self.owners if fd not in self.map]:
+                self._drop(fd)
+            self.dirty.clear()
+            for fd, obj in list(self.map.items()):
+                self._refresh(fd, obj)
+
+    def _sync_fds(self, fds: Set[int]) -> None:
+        while fds:
+            fd = fds.pop()
+            obj = self.map.get(fd)
+            if obj is None:
+                self._drop(fd)
+            else:
+                self._refresh(fd, obj)
+
+    def _refresh(self, fd: int, obj: Any) -> None:
+        if self.owners.get(fd) is not obj:
+            self._adopt(fd, obj)
+        try:
+            events = wanted_events(obj)
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            report_error(obj)
+            return
+        try:
+            self.poller.update(fd, events)
+        except OSError as exc:
+            if exc.errno not in _FD_GONE:
+                raise
+            self.synthetic.append((fd, NVAL))
+        except ValueError:
+            # e.g. an fd past select()'s FD_SETSIZE: this channel's problem only
+            report_error(obj)
+
+    def _adopt(self, fd: int, obj: Any) -> None:
+        if fd in self.owners:
+            self._drop(fd)
+        self.owners[fd] = obj
+        if not _pushes(obj):
+            self.polled[fd] = obj
+
+    def _drop(self, fd: int) -> None:
+        self.owners.pop(fd, None)
+        self.polled.pop(fd, None)
+        if fd in self.poller:
+            self.poller.unregister(fd)
+
+    # -- one pass ----------------------------------------------------------
+
+    def run_pass(self, timeout: Optional[float], poll_semantics: bool = True) -> None:
+        """Register what changed, wait up to ``timeout`` and dispatch.
+
+        ``poll_semantics`` picks how events reach the channels: as 3.11's
+        ``poll2()`` did (hang-ups call ``handle_close``) or as its select
+        ``poll()`` did (see :func:`dispatch_select_style`).
+        """
+        self.sync()
+        if self.synthetic:
+            ready, self.synthetic = self.synthetic, []
+            ready += self.poller.poll(0)
+        else:
+            ready = self.poller.poll(self.timers.clip(timeout))
+        owners = self.owners
+        socket_map = self.map
+        # bind each event to its owner now: handlers may close and reuse fds
+        for fd, obj, flags in [(fd, owners.get(fd), flags) for fd, flags in ready]:
+            if obj is None or socket_map.get(fd) is not obj:
+                continue
+            if poll_semantics:
+                dispatch(obj, flags, fd, socket_map)
+            else:
+                wanted = self.poller.get_mask(fd) if fd in self.poller else 0
+                dispatch_select_style(obj, flags, fd, socket_map, wanted)
+            self.dirty.add(fd)
+        if self.timers:
+            self.timers.run_due(time.monotonic())
+
+    def pending(self) -> bool:
+        """True while a ``loop(count=None)`` should go on: channels or timers."""
+        return bool(self.map) or bool(self.timers)
+
+    def close(self) -> None:
+        self.timers.clear()
+        self.poller.close()
+        self.owners.clear()
+        self.polled.clear()
+
+
+# id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused
+_LOOPS: Dict[int, MapLoop] = {}
+
+
+def loop_for(socket_map: Any, poller_cls: Optional[Type[Poller]] = None) -> MapLoop:
+    """The MapLoop serving ``socket_map``, created (or re-created on another
+    backend) as needed.  ``None`` keeps the existing one whatever its backend."""
+    state = _LOOPS.get(id(socket_map))
+    if state is not None and (poller_cls is None or type(state.poller) is poller_cls):
+        return state
+    if poller_cls is None:
+        from ._config import get_default_poller
+
+        poller_cls = get_default_poller()
+    new = MapLoop(socket_map, poller_cls)
+    if state is not None:
+        new.timers = state.timers
+        state.timers = _timers.TimerQueue()
+        state.close()
+    _LOOPS[id(socket_map)] = new
+    return new
+
+
+def existing_loop(socket_map: Any) -> Optional[MapLoop]:
+    return _LOOPS.get(id(socket_map))
+
+
+def forget(socket_map: Any) -> None:
+    """Close and drop the MapLoop of a map that emptied (keeps pending timers)."""
+    state = _LOOPS.get(id(socket_map))
+    if state is not None and not state.timers:
+        del _LOOPS[id(socket_map)]
+        state.close()
+
+
+def run_once(socket_map: Any, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
+    """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2())."""
+    state = MapLoop(_Untracked(socket_map), poller_cls)
+    try:
+        state.run_pass(timeout, poll_semantics=poller_cls.name != "select")
+    finally:
+        state.close()
+
+
+class _Untracked:
+    """A view of a map that hides its change record, forcing a full pass."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, socket_map: Any) -> None:
+        self._map = socket_map
+
+    def __iter__(self) -> Any:
+        return iter(self._map)
+
+    def __contains__(self, fd: object) -> bool:
+        return fd in self._map
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get(self, fd: int) -> Any:
+        return self._map.get(fd)
+
+    def items(self) -> Iterable[Tuple[int, Any]]:
+        return self._map.items()
+
+
+def poller_class_for(use_poll: bool, poller: Any) -> Type[Poller]:
+    """The backend for a ``loop()`` call.
+
+    An explicit ``poller`` wins.  Otherwise the process default is used; when
+    that default is select, ``use_poll=True`` still upgrades to poll, as in 3.11.
+    """
+    from ._config import get_default_poller, resolve_poller
+
+    if poller is not None:
+        return resolve_poller(poller)
+    cls = get_default_poller()
+    if use_poll and cls.name == "select" and "poll" in pollers.available():
+        return pollers.get("poll")
+    return cls

@@ -1,0 +1,633 @@
+"""A drop-in ``asyncore``: CPython 3.11's API and behaviour on pluggable pollers.
+
+Legacy code keeps its ``dispatcher`` subclasses and its ``loop()`` calls; the
+loop now runs on the best poller of the platform (epoll on Linux) with
+registrations kept across passes.  See the migration guide for the few
+places where behaviour differs from 3.11 on purpose.
+"""
+
+# The lower-case class names and the module-level errno names are CPython's
+# public API; they keep their spelling for compatibility.
+# ruff: noqa: N801, N818
+
+from __future__ import annotations
+
+import os
+import select  # noqa: F401  (asyncore.select is part of the 3.11 namespace)
+import socket
+import sys
+import time  # noqa: F401  (asyncore.time likewise)
+import warnings
+from errno import (
+    EAGAIN,
+    EALREADY,
+    EBADF,
+    ECONNABORTED,
+    ECONNRESET,
+    EINPROGRESS,
+    EINVAL,
+    EISCONN,
+    ENOTCONN,
+    EPIPE,
+    ESHUTDOWN,
+    EWOULDBLOCK,
+    errorcode,
+)
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
+
+from pollers import ERR, HUP, NVAL, PRI, READ, WRITE
+
+from . import _loop
+from ._errors import ExitNow, _reraised_exceptions
+from ._loop import _DISCONNECTED, SocketMap, pushes_interest
+
+ExitNow.__module__ = "asyncore"
+
+SocketMapType = Dict[int, Any]
+_Address = Union[Tuple[Any, ...], str, bytes]
+
+#: The map used when none is given.  Code may replace it with its own dict.
+socket_map: SocketMapType = SocketMap()
+
+
+def _default_map(map: Optional[SocketMapType]) -> SocketMapType:
+    # read the module global at call time: callers (and CPython's tests)
+    # rebind asyncore.socket_map
+    return socket_map if map is None else map
+
+
+def _strerror(err: int) -> str:
+    """The message for an errno, never raising."""
+    try:
+        return os.strerror(err)
+    except (ValueError, OverflowError, NameError):
+        return errorcode.get(err, f"Unknown error {err}")
+
+
+def _guarded(obj: Any, handler_name: str) -> None:
+    try:
+        getattr(obj, handler_name)()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def read(obj: Any) -> None:
+    """Call ``obj.handle_read_event()``; errors other than ExitNow & co go to handle_error."""
+    _guarded(obj, "handle_read_event")
+
+
+def write(obj: Any) -> None:
+    """Call ``obj.handle_write_event()``; errors other than ExitNow & co go to handle_error."""
+    _guarded(obj, "handle_write_event")
+
+
+def _exception(obj: Any) -> None:
+    """Call ``obj.handle_expt_event()``; errors other than ExitNow & co go to handle_error."""
+    _guarded(obj, "handle_expt_event")
+
+
+def readwrite(obj: Any, flags: int) -> None:
+    """Deliver poll()-style ``flags`` to ``obj``: read, write, urgent, then close.
+
+    Every flag present is delivered.  An OSError whose errno means
+    disconnection calls ``handle_close``; any other exception calls
+    ``handle_error``; ExitNow, KeyboardInterrupt and SystemExit propagate.
+    """
+    try:
+        if flags & READ:
+            obj.handle_read_event()
+        if flags & WRITE:
+            obj.handle_write_event()
+        if flags & PRI:
+            obj.handle_expt_event()
+        if flags & (HUP | ERR | NVAL):
+            obj.handle_close()
+    except OSError as exc:
+        if exc.errno in _DISCONNECTED:
+            obj.handle_close()
+        else:
+            obj.handle_error()
+    except _reraised_exceptions:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def poll(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
+    """One pass with select(), asking every channel, as 3.11's ``poll()`` did."""
+    _loop.run_once(_default_map(map), _pollers_get("select"), timeout)
+
+
+def poll2(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
+    """One pass with poll(), asking every channel, as 3.11's ``poll2()`` did.
+
+    Falls back to select() where the platform has no poll().
+    """
+    name = "poll" if "poll" in _pollers_available() else "select"
+    _loop.run_once(_default_map(map), _pollers_get(name), timeout)
+
+
+poll3 = poll2
+
+
+def loop(
+    timeout: float = 30.0,
+    use_poll: bool = False,
+    map: Optional[SocketMapType] = None,
+    count: Optional[int] = None,
+    *,
+    poller: Any = None,
+) -> None:
+    """Serve the channels of ``map`` (default: ``socket_map``).
+
+    Runs passes until the map is empty and no timer is pending, or for at
+    most ``count`` passes.  Each pass waits at most ``timeout`` seconds (less
+    when a timer is due sooner).  ``poller`` is a backend name or class;
+    without it the process default is used (see ``set_default_poller``), and
+    ``use_poll=True`` only matters when that default is select.  The poller
+    and its registrations are kept across calls for the same map and
+    released when the map empties.
+
+    Events reach the channels as they did in 3.11: with ``use_poll=True`` a
+    hang-up or error calls ``handle_close`` (poll2 semantics); without it a
+    hang-up shows as a read/write event (select semantics), whatever the
+    backend.
+
+    Raises pollers.UnknownPollerError for an unknown poller name.
+    """
+    socket_map_ = _default_map(map)
+    state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
+    try:
+        if count is None:
+            while state.pending():
+                state.run_pass(timeout, use_poll)
+        else:
+            while count > 0 and state.pending():
+                state.run_pass(timeout, use_poll)
+                count -= 1
+    finally:
+        if not socket_map_:
+            _loop.forget(socket_map_)
+
+
+def _pollers_get(name: str) -> Any:
+    import pollers
+
+    return pollers.get(name)
+
+
+def _pollers_available() -> List[str]:
+    import pollers
+
+    return pollers.available()
+
+
+class dispatcher:
+    """A non-blocking socket and the handlers the loop calls for it.
+
+    Subclasses override the ``handle_*`` methods.  Overriding ``readable()``
+    or ``writable()`` works as in 3.11: such a channel is asked every pass.
+    Channels that keep the built-in predicates are asked only when their
+    state changes; code that changes ``connected`` or ``accepting`` by hand
+    outside a handler should then call :meth:`interest_changed`.
+    """
+
+    __module__ = "asyncore"
+
+    debug = False
+    connected = False
+    accepting = False
+    connecting = False
+    closing = False
+    addr: Any = None
+    ignore_log_types: FrozenSet[str] = frozenset({"warning"})
+
+    socket: Any  # the socket (or file_wrapper); set by __init__ or set_socket
+    _fileno: Optional[int] = None  # the fd under which we sit in the map
+    _map: Any = None
+
+    def __init__(self, sock: Optional[socket.socket] = None, map: Optional[SocketMapType] = None) -> None:
+        self._map = _default_map(map)
+        self._fileno = None
+        if not sock:
+            self.socket = None
+            return
+        # the socket may come from a blocking source
+        sock.setblocking(False)
+        self.set_socket(sock, map)
+        self.connected = True
+        try:
+            self.addr = sock.getpeername()
+        except OSError as exc:
+            if exc.errno in (ENOTCONN, EINVAL):
+                # a socket that is not connected (yet) is fine
+                self.connected = False
+            else:
+                # broken in some other way: do not leave it in the map
+                self.del_channel(map)
+                raise
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        parts = [f"{cls.__module__}.{cls.__qualname__}"]
+        if self.accepting and self.addr:
+            parts.append("listening")
+        elif self.connected:
+            parts.append("connected")
+        if self.addr is not None:
+            try:
+                parts.append("%s:%d" % self.addr)
+            except TypeError:
+                parts.append(repr(self.addr))
+        return f"<{' '.join(parts)} at {id(self):#x}>"
+
+    # -- the map -------------------------------------------------------------
+
+    def add_channel(self, map: Optional[SocketMapType] = None) -> None:
+        """Put this channel in ``map`` (default: its own map) under its fd."""
+        target = self._map if map is None else map
+        target[self._fileno] = self  # type: ignore[index]
+
+    def del_channel(self, map: Optional[SocketMapType] = None) -> None:
+        """Take this channel out of ``map`` (default: its own map)."""
+        target = self._map if map is None else map
+        fd = self._fileno
+        if fd in target:
+            del target[fd]  # type: ignore[arg-type]
+        self._fileno = None
+
+    def interest_changed(self) -> None:
+        """Tell the loop that ``readable()``/``writable()`` may answer differently.
+
+        Needed only for changes made outside this channel's handlers; the
+        loop looks again at every channel that has just handled an event.
+        """
+        fd = self._fileno
+        if fd is not None:
+            changed = getattr(self._map, "_changed", None)
+            if changed is not None:
+                changed.add(fd)
+
+    def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
+        """Create a non-blocking socket and add this channel to its map."""
+        self.family_and_type = family, type
+        sock = socket.socket(family, type)
+        sock.setblocking(False)
+        self.set_socket(sock)
+
+    def set_socket(self, sock: Any, map: Optional[SocketMapType] = None) -> None:
+        """Adopt ``sock`` and add this channel to ``map`` (default: its own)."""
+        self.socket = sock
+        self._fileno = sock.fileno()
+        self.add_channel(map)
+
+    def set_reuse_addr(self) -> None:
+        """Set SO_REUSEADDR on the socket, ignoring a refusal."""
+        try:
+            current = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, current | 1)
+        except OSError:
+            pass
+
+    # -- predicates ------------------------------------------------------------
+
+    @pushes_interest
+    def readable(self) -> bool:
+        """Whether the loop should wait for input: always, by default."""
+        return True
+
+    @pushes_interest
+    def writable(self) -> bool:
+        """Whether the loop should wait for room to write: always, by default."""
+        return True
+
+    # -- socket methods ----------------------------------------------------------
+
+    def listen(self, num: int) -> None:
+        """Start accepting connections (backlog ``num``)."""
+        self.accepting = True
+        if os.name == "nt" and num > 5:
+            num = 5
+        self.interest_changed()
+        return self.socket.listen(num)  # type: ignore[no-any-return]
+
+    def bind(self, addr: _Address) -> None:
+        """Bind the socket and remember ``addr``."""
+        self.addr = addr
+        return self.socket.bind(addr)  # type: ignore[no-any-return]
+
+    def connect(self, address: _Address) -> None:
+        """Start a non-blocking connect; ``handle_connect`` runs once it is done.
+
+        Raises OSError when the connect fails at once.
+        """
+        self.connected = False
+        self.connecting = True
+        self.interest_changed()
+        err = self.socket.connect_ex(address)
+        if err in (EINPROGRESS, EALREADY, EWOULDBLOCK) or (err == EINVAL and os.name == "nt"):
+            self.addr = address
+            return
+        if err in (0, EISCONN):
+            self.addr = address
+            self.handle_connect_event()
+            return
+        raise OSError(err, errorcode[err])
+
+    def accept(self) -> Optional[Tuple[Any, Any]]:
+        """``(sock, addr)`` for a pending connection, or None if there is none.
+
+        Raises OSError for errors other than "nothing to accept" and a
+        connection aborted before it was accepted.
+        """
+        try:
+            conn, addr = self.socket.accept()
+        except TypeError:
+            return None
+        except OSError as exc:
+            if exc.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
+                return None
+            raise
+        return conn, addr
+
+    def send(self, data: Any) -> int:
+        """Send what the socket takes now; returns the count (0 when it would block).
+
+        A disconnected peer calls ``handle_close`` and returns 0.
+        """
+        try:
+            return self.socket.send(data)  # type: ignore[no-any-return]
+        except OSError as exc:
+            if exc.errno == EWOULDBLOCK:
+                return 0
+            if exc.errno in _DISCONNECTED:
+                self.handle_close()
+                return 0
+            raise
+
+    def recv(self, buffer_size: int) -> bytes:
+        """Receive up to ``buffer_size`` bytes.
+
+        End of stream or a disconnection calls ``handle_close`` and returns b''.
+        """
+        try:
+            data = self.socket.recv(buffer_size)
+        except OSError as exc:
+            if exc.errno in _DISCONNECTED:
+                self.handle_close()
+                return b""
+            raise
+        if not data:
+            self.handle_close()
+            return b""
+        return data  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Leave the map and close the socket.  Calling it twice is harmless."""
+        self.connected = False
+        self.accepting = False
+        self.connecting = False
+        self.del_channel()
+        if self.socket is not None:
+            try:
+                self.socket.close()
+            except OSError as exc:
+                if exc.errno not in (ENOTCONN, EBADF):
+                    raise
+
+    # -- logging ---------------------------------------------------------------
+
+    def log(self, message: Any) -> None:
+        """'Hit' logging: writes ``log: message`` to stderr."""
+        sys.stderr.write(f"log: {message}\n")
+
+    def log_info(self, message: Any, type: str = "info") -> None:
+        """Print ``type: message`` unless ``type`` is in ``ignore_log_types``."""
+        if type not in self.ignore_log_types:
+            print(f"{type}: {message}")
+
+    # -- events from the loop -------------------------------------------------------
+
+    def handle_read_event(self) -> None:
+        if self.accepting:
+            # a listening socket is readable when a connection waits
+            self.handle_accept()
+            return
+        if not self.connected and self.connecting:
+            self.handle_connect_event()
+        self.handle_read()
+
+    def handle_connect_event(self) -> None:
+        """Finish a connect: raises OSError if it failed, else calls handle_connect."""
+        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            raise OSError(err, _strerror(err))
+        self.handle_connect()
+        self.connected = True
+        self.connecting = False
+
+    def handle_write_event(self) -> None:
+        if self.accepting:
+            # listening sockets have nothing to write: ignore the event
+            return
+        if not self.connected and self.connecting:
+            self.handle_connect_event()
+        self.handle_write()
+
+    def handle_expt_event(self) -> None:
+        """Urgent data, or an error on the socket (which closes the channel)."""
+        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err != 0:
+            self.handle_close()
+        else:
+            self.handle_expt()
+
+    def handle_error(self) -> None:
+        """Log the exception being handled with a compact traceback and close."""
+        _, exc_type, exc_value, tbinfo = compact_traceback()
+        try:
+            self_repr = repr(self)
+        except BaseException:
+            self_repr = f"<__repr__(self) failed for object at {id(self):x}>"
+        self.log_info(
+            f"uncaptured python exception, closing channel {self_repr} "
+            f"({exc_type}:{exc_value} {tbinfo})",
+            "error",
+        )
+        self.handle_close()
+
+    def handle_expt(self) -> None:
+        self.log_info("unhandled incoming priority event", "warning")
+
+    def handle_read(self) -> None:
+        self.log_info("unhandled read event", "warning")
+
+    def handle_write(self) -> None:
+        self.log_info("unhandled write event", "warning")
+
+    def handle_connect(self) -> None:
+        self.log_info("unhandled connect event", "warning")
+
+    def handle_accept(self) -> None:
+        """Accept one connection and pass it to ``handle_accepted``."""
+        pair = self.accept()
+        if pair is not None:
+            self.handle_accepted(*pair)
+
+    def handle_accepted(self, sock: Any, addr: Any) -> None:
+        """Called with each accepted connection; the default closes it."""
+        sock.close()
+        self.log_info("unhandled accepted event", "warning")
+
+    def handle_close(self) -> None:
+        self.log_info("unhandled close event", "warning")
+        self.close()
+
+
+# Largest slice dispatcher_with_send hands to one send() call.
+_SEND_SLICE = 65536
+
+
+class dispatcher_with_send(dispatcher):
+    """A dispatcher with an output buffer: ``send()`` queues, the loop drains."""
+
+    __module__ = "asyncore"
+
+    def __init__(self, sock: Optional[socket.socket] = None, map: Optional[SocketMapType] = None) -> None:
+        super().__init__(sock, map)
+        self.out_buffer = b""
+
+    def initiate_send(self) -> None:
+        """Send as much of ``out_buffer`` as the socket takes now."""
+        sent = dispatcher.send(self, self.out_buffer[:_SEND_SLICE])
+        self.out_buffer = self.out_buffer[sent:]
+
+    def handle_write(self) -> None:
+        self.initiate_send()
+
+    @pushes_interest
+    def writable(self) -> bool:
+        return (not self.connected) or bool(len(self.out_buffer))
+
+    def send(self, data: bytes) -> None:  # type: ignore[override]
+        """Queue ``data`` and try to send at once; returns nothing (as in 3.11)."""
+        if self.debug:
+            self.log_info(f"sending {data!r}")
+        self.out_buffer = self.out_buffer + data
+        self.initiate_send()
+        self.interest_changed()
+
+
+def compact_traceback() -> Tuple[Tuple[str, str, str], Optional[Type[BaseException]], Optional[BaseException], str]:
+    """``((file, function, line), type, value, info)`` for the exception being handled.
+
+    ``info`` lists every frame as ``[file|function|line]``.  Raises
+    AssertionError when no exception is being handled.
+    """
+    exc_type, exc_value, tb = sys.exc_info()
+    if not tb:
+        raise AssertionError("traceback does not exist")
+    frames = []
+    while tb:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, code.co_name, str(tb.tb_lineno)))
+        tb = tb.tb_next
+    info = " ".join("[%s|%s|%s]" % frame for frame in frames)
+    return frames[-1], exc_type, exc_value, info
+
+
+def close_all(map: Optional[SocketMapType] = None, ignore_all: bool = False) -> None:
+    """Close every channel of ``map`` and empty it.
+
+    EBADF from a close is ignored; other errors propagate unless
+    ``ignore_all``.  ExitNow, KeyboardInterrupt and SystemExit always propagate.
+    """
+    target = _default_map(map)
+    for channel in list(target.values()):
+        try:
+            channel.close()
+        except OSError as exc:
+            if exc.errno != EBADF and not ignore_all:
+                raise
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            if not ignore_all:
+                raise
+    target.clear()
+    _loop.forget(target)
+
+
+if os.name == "posix":
+
+    class file_wrapper:
+        """Makes an fd look enough like a socket for a dispatcher.
+
+        The fd passed in is duplicated; ``close()`` closes the duplicate.
+        """
+
+        __module__ = "asyncore"
+
+        def __init__(self, fd: int) -> None:
+            self.fd = os.dup(fd)
+
+        def __del__(self) -> None:
+            if self.fd >= 0:
+                warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+            self.close()
+
+        def recv(self, *args: Any) -> bytes:
+            return os.read(self.fd, *args)
+
+        def send(self, *args: Any) -> int:
+            return os.write(self.fd, *args)
+
+        def getsockopt(self, level: int, optname: int, buflen: Optional[int] = None) -> int:
+            """Only SO_ERROR (always 0) is supported; anything else raises NotImplementedError."""
+            if level == socket.SOL_SOCKET and optname == socket.SO_ERROR and not buflen:
+                return 0
+            raise NotImplementedError("Only asyncore specific behaviour implemented.")
+
+        read = recv
+        write = send
+
+        def close(self) -> None:
+            if self.fd < 0:
+                return
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+        def fileno(self) -> int:
+            return self.fd
+
+    class file_dispatcher(dispatcher):
+        """A dispatcher over a pipe, terminal or file descriptor."""
+
+        __module__ = "asyncore"
+
+        def __init__(self, fd: Any, map: Optional[SocketMapType] = None) -> None:
+            super().__init__(None, map)
+            self.connected = True
+            try:
+                fd = fd.fileno()
+            except AttributeError:
+                pass
+            self.set_file(fd)
+            os.set_blocking(fd, False)
+
+        def set_file(self, fd: int) -> None:
+            """Wrap ``fd`` (duplicated) and add this channel to its map."""
+            self.socket = file_wrapper(fd)
+            self._fileno = self.socket.fileno()
+            self.add_channel()
+
+
+__all__ = [
+    "dispatcher", "dispatcher_with_send", "loop", "poll", "poll2", "poll3",
+    "readwrite", "read", "write", "close_all", "compact_traceback", "ExitNow",
+    "socket_map", "SocketMap",
+]
+if os.name == "posix":
+    __all__ += ["file_wrapper", "file_dispatcher"]

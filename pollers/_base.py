@@ -1,0 +1,309 @@
+"""The bookkeeping that every poller backend shares.
+
+A backend only translates flags and makes syscalls; this base keeps, for
+every registered fd, the mask the caller wants and makes a syscall only when
+that mask changes:
+
+* a mask of 0 means "registered, but nothing wanted": the fd is kept in our
+  table and is *not* in the kernel's interest set.  epoll keeps reporting
+  EPOLLHUP for a hung-up socket registered with an empty mask, so parking an
+  fd by removing it is the only way not to spin on it;
+* our table is changed only after the kernel accepted the change, so the two
+  never disagree (a failed ``register`` leaves no trace);
+* ``unregister`` of an fd that was closed since tolerates exactly ENOENT and
+  EBADF, the two errors a kernel gives for an fd it no longer knows.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import time
+from types import TracebackType
+from typing import ClassVar, Dict, List, Optional, Protocol, Tuple, Type, Union
+
+# Portable event flags.  Their values equal select.POLL* on every platform we
+# support (tests assert it), so the poll and epoll backends need no
+# translation at all.
+READ = 0x001  #: data to read (POLLIN); requestable
+PRI = 0x002  #: urgent / out-of-band data (POLLPRI); requestable
+WRITE = 0x004  #: room to write (POLLOUT); requestable
+ERR = 0x008  #: error condition (POLLERR); reported only
+HUP = 0x010  #: hang-up (POLLHUP); reported only
+NVAL = 0x020  #: fd not open (POLLNVAL); reported only
+
+REQUESTABLE = READ | PRI | WRITE
+REPORTED = READ | PRI | WRITE | ERR | HUP | NVAL
+
+# Errors that mean "the kernel no longer knows this fd": the only ones that
+# unregister swallows.
+_IGNORED_ON_UNREGISTER = frozenset({errno.ENOENT, errno.EBADF})
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+FileDescriptorLike = Union[int, HasFileno]
+
+
+def fd_of(fileobj: FileDescriptorLike) -> int:
+    """Return the fd number of an int or of an object with ``fileno()``.
+
+    Raises ValueError for a negative number and TypeError for anything else.
+    """
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise TypeError(
+                f"expected an fd number or an object with fileno(), got {fileobj!r}"
+            ) from None
+    if fd < 0:
+        raise ValueError(f"invalid file descriptor {fd}")
+    return fd
+
+
+def _check_mask(events: int) -> None:
+    if not isinstance(events, int) or events & ~REQUESTABLE:
+        raise ValueError(
+            f"invalid event mask {events!r}: only READ, PRI and WRITE can be requested"
+        )
+
+
+def fd_is_open(fd: int) -> bool:
+    """True if ``fd`` names an open file; used to find fds closed behind our back."""
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        return exc.errno != errno.EBADF
+    return True
+
+
+class Poller:
+    """Waits for events on a set of file descriptors.
+
+    Subclasses set ``name`` and implement the four ``_kernel_*`` methods,
+    which only ever see non-zero masks.  Usable as a context manager; the
+    kernel object (if any) is released by :meth:`close`.
+    """
+
+    name: ClassVar[str] = "abstract"
+
+    def __init__(self) -> None:
+        # fd -> mask the caller asked for (0 = parked, not in the kernel)
+        self._wanted: Dict[int, int] = {}
+        self._closed = False
+
+    # -- the public interface ------------------------------------------
+
+    def register(self, fileobj: FileDescriptorLike, events: int) -> None:
+        """Start watching ``fileobj`` for ``events``.
+
+        Raises KeyError if the fd is already registered, ValueError for a bad
+        mask or a closed poller, and the kernel's OSError if it refuses.
+        """
+        fd = fd_of(fileobj)
+        _check_mask(events)
+        self._check_open()
+        if fd in self._wanted:
+            raise KeyError(f"fd {fd} is already registered")
+        if events:
+            self._kernel_register(fd, events)
+        self._wanted[fd] = events
+
+    def modify(self, fileobj: FileDescriptorLike, events: int) -> None:
+        """Change the mask of a registered fd; an unchanged mask costs nothing.
+
+        Raises KeyError for an fd that is not registered.
+        """
+        fd = fd_of(fileobj)
+        _check_mask(events)
+        self._check_open()
+        try:
+            old = self._wanted[fd]
+        except KeyError:
+            raise KeyError(f"fd {fd} is not registered") from None
+        if events == old:
+            return
+        if not old:
+            self._kernel_register(fd, events)
+        elif not events:
+            self._kernel_unregister_tolerant(fd, old)
+        else:
+            self._kernel_modify(fd, old, events)
+        self._wanted[fd] = events
+
+    def unregister(self, fileobj: FileDescriptorLike) -> None:
+        """Stop watching an fd.  An fd closed since is fine (ENOENT/EBADF).
+
+        Raises KeyError for an fd that is not registered.
+        """
+        fd = fd_of(fileobj)
+        self._check_open()
+        try:
+            old = self._wanted[fd]
+        except KeyError:
+            raise KeyError(f"fd {fd} is not registered") from None
+        if old:
+            self._kernel_unregister_tolerant(fd, old)
+        del self._wanted[fd]
+
+    def update(self, fileobj: FileDescriptorLike, events: int) -> None:
+        """Register, modify or leave as is, whichever brings the fd to ``events``."""
+        fd = fd_of(fileobj)
+        if fd in self._wanted:
+            self.modify(fd, events)
+        else:
+            self.register(fd, events)
+
+    def poll(self, timeout: Optional[float] = None) -> List[Tuple[int, int]]:
+        """Wait for events and return ``[(fd, events), ...]``.
+
+        ``timeout`` is in seconds: None blocks, <= 0 returns at once, and a
+        positive value is rounded up to the kernel's unit, so a
+        sub-millisecond timeout never turns into a busy loop.  An fd closed
+        behind the poller's back is reported as NVAL, never raised.  Signals
+        that arrive while waiting are retried by Python (PEP 475).
+        """
+        self._check_open()
+        if timeout is not None and timeout <= 0:
+            timeout = 0.0
+        return self._kernel_poll(timeout)
+
+    def get_mask(self, fileobj: FileDescriptorLike) -> int:
+        """The mask registered for an fd; KeyError if it is not registered."""
+        return self._wanted[fd_of(fileobj)]
+
+    def __contains__(self, fileobj: object) -> bool:
+        try:
+            return fd_of(fileobj) in self._wanted  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+
+    def __len__(self) -> int:
+        return len(self._wanted)
+
+    def fileno(self) -> int:
+        """The kernel object's fd, or -1 for backends that have none."""
+        return -1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release the kernel object.  Calling it again does nothing."""
+        if not self._closed:
+            self._closed = True
+            self._wanted.clear()
+            self._kernel_close()
+
+    def __enter__(self) -> "Poller":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._wanted)} fds"
+        return f"<{type(self).__name__} {state}>"
+
+    # -- what a backend provides ----------------------------------------
+
+    def _kernel_register(self, fd: int, events: int) -> None:
+        raise NotImplementedError
+
+    def _kernel_modify(self, fd: int, old: int, events: int) -> None:
+        raise NotImplementedError
+
+    def _kernel_unregister(self, fd: int, old: int) -> None:
+        raise NotImplementedError
+
+    def _kernel_poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        raise NotImplementedError
+
+    def _kernel_close(self) -> None:
+        pass
+
+    # -- helpers for backends ---------------------------------------------
+
+    def _kernel_unregister_tolerant(self, fd: int, old: int) -> None:
+        try:
+            self._kernel_unregister(fd, old)
+        except OSError as exc:
+            if exc.errno not in _IGNORED_ON_UNREGISTER:
+                raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__} is closed")
+
+    def _closed_fds(self) -> List[Tuple[int, int]]:
+        """NVAL events for the fds in the kernel's set that are no longer open."""
+        return [(fd, NVAL) for fd, mask in self._wanted.items() if mask and not fd_is_open(fd)]
+
+
+def timeout_ms(timeout: Optional[float]) -> int:
+    """Seconds to whole milliseconds for poll(2)-style calls, rounded up; None -> -1."""
+    if timeout is None:
+        return -1
+    return int(math.ceil(timeout * 1000.0))
+
+
+class SweepingPoller(Poller):
+    """Base for kernels that silently forget a closed fd (epoll, kqueue).
+
+    Such a kernel never reports the fd again, so a channel whose socket was
+    closed behind the loop's back would wait forever.  While fds are
+    registered, a wait is cut into slices of ``sweep_interval`` seconds and
+    the registered fds are checked with fstat() between slices (and after any
+    wait that ran ``sweep_interval``); the closed ones come back as NVAL, as
+    poll(2) would report them.  The check costs one fstat per fd per
+    interval, nothing on the per-event path.
+    """
+
+    sweep_interval: ClassVar[float] = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next_sweep = 0.0
+
+    def _kernel_poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        if not self._wanted:
+            return self._wait(timeout)
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        while True:
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.sweep_interval
+                stale = self._closed_fds()
+                if stale:
+                    return stale
+            slice_end = self._next_sweep if deadline is None else min(deadline, self._next_sweep)
+            ready = self._wait(max(0.0, slice_end - now))
+            if ready:
+                return ready
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return ready
+
+    def _wait(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        raise NotImplementedError
+
+
+PollerClass = Type[Poller]
+
+__all__ = [
+    "READ", "PRI", "WRITE", "ERR", "HUP", "NVAL", "REQUESTABLE", "REPORTED",
+    "Poller", "SweepingPoller", "PollerClass", "FileDescriptorLike", "fd_of",
+    "fd_is_open", "timeout_ms",
+]

@@ -1,0 +1,66 @@
+"""epoll(7): Linux; cost per call proportional to the ready fds only.
+
+Kernel facts:
+
+* The EPOLL* values equal our flags (EPOLLIN == POLLIN ...).
+* An empty mask on a hung-up socket still reports EPOLLHUP on every call:
+  the base class parks an fd whose mask drops to 0 by removing it instead.
+* Regular files are refused with EPERM.  They are always ready for I/O, so
+  such fds are kept in a set of their own and reported as ready on every
+  call, without waiting (Twisted does the same).
+* A closed fd is dropped silently from the interest set (unless a dup of it
+  is still open), so it is never reported: SweepingPoller finds it with
+  fstat() and reports NVAL.
+* epoll.poll() takes seconds as a float and rounds up to the millisecond
+  itself; -1 blocks.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import ClassVar, Dict, List, Optional, Tuple
+
+from ._base import SweepingPoller
+
+
+class EpollPoller(SweepingPoller):
+    """select.epoll() with registration kept in the kernel across calls."""
+
+    name: ClassVar[str] = "epoll"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoll = select.epoll()
+        # fd -> mask for fds epoll refused with EPERM (regular files)
+        self._always_ready: Dict[int, int] = {}
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def _kernel_register(self, fd: int, events: int) -> None:
+        try:
+            self._epoll.register(fd, events)
+        except PermissionError:  # EPERM: a regular file
+            self._always_ready[fd] = events
+
+    def _kernel_modify(self, fd: int, old: int, events: int) -> None:
+        if fd in self._always_ready:
+            self._always_ready[fd] = events
+        else:
+            self._epoll.modify(fd, events)
+
+    def _kernel_unregister(self, fd: int, old: int) -> None:
+        if self._always_ready.pop(fd, None) is None:
+            self._epoll.unregister(fd)
+
+    def _wait(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        if self._always_ready:
+            timeout = 0.0
+        ready = self._epoll.poll(-1 if timeout is None else timeout)
+        if self._always_ready:
+            ready = ready + list(self._always_ready.items())
+        return ready
+
+    def _kernel_close(self) -> None:
+        self._always_ready.clear()
+        self._epoll.close()
