@@ -1,0 +1,87 @@
+"""Shared fixtures: one parametrised poller fixture and leak checks for every test."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Iterator, List
+
+import pytest
+
+import pollers
+
+ALL_POLLERS: List[str] = list(pollers.PREFERENCE)
+
+
+def _open_fds() -> List[int]:
+    try:
+        return sorted(int(n) for n in os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc (macOS, BSD): count by probing
+        found = []
+        for fd in range(0, 4096):
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue
+            found.append(fd)
+        return found
+
+
+@pytest.fixture(params=ALL_POLLERS)
+def poller_name(request: pytest.FixtureRequest) -> str:
+    """Each backend by name; one the platform lacks is a skip that says so."""
+    name = str(request.param)
+    if name not in pollers.available():
+        pytest.skip(f"{name} poller not available on this platform")
+    return name
+
+
+@pytest.fixture
+def default_poller(poller_name: str) -> Iterator[str]:
+    """Makes ``poller_name`` the process default for the test's duration."""
+    import asyncio_compat
+
+    asyncio_compat.set_default_poller(poller_name)
+    try:
+        yield poller_name
+    finally:
+        asyncio_compat.set_default_poller(None)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves an fd open or a thread running."""
+    if request.node.get_closest_marker("allow_leaks"):
+        yield
+        return
+    threads_before = set(threading.enumerate())
+    fds_before = _open_fds()
+    yield
+    leaked_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+    for t in leaked_threads:
+        t.join(timeout=5.0)
+    leaked_threads = [t for t in leaked_threads if t.is_alive()]
+    assert not leaked_threads, f"threads left running: {leaked_threads}"
+    fds_after = _open_fds()
+    leaked = sorted(set(fds_after) - set(fds_before))
+    if leaked:
+        import gc
+
+        gc.collect()
+        leaked = sorted(set(_open_fds()) - set(fds_before))
+    assert not leaked, f"fds left open: {leaked} ({_describe(leaked)})"
+
+
+def _describe(fds: List[int]) -> str:
+    out = []
+    for fd in fds:
+        try:
+            out.append(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            out.append(str(fd))
+    return ", ".join(out)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_leaks: skip the fd/thread leak check")
+    config.addinivalue_line("markers", "soak: long load tests (bounded to about a minute)")

@@ -1,0 +1,114 @@
+"""Run one of CPython's own test files against our modules, in this process.
+
+    python tests/cpython_runner.py SUITE POLLER
+
+SUITE is ``test_asyncore``, ``test_asynchat`` or ``test_socketserver``;
+POLLER is the backend made the process default.  The test file is loaded at
+run time from an installed CPython (never copied into this repository):
+3.11's for asyncore and asynchat, which left the stdlib in 3.12; for
+socketserver, this interpreter's own file from 3.12 on and 3.11's before.
+Exit status 0 when the suite passed; 2 when its file cannot be found.
+
+Missing ``test.support`` helpers of 3.9 and 3.10 are filled in from the
+older names they had there; nothing in the test files is changed.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import sysconfig
+import types
+import unittest
+from typing import List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# which of our modules stands in for which stdlib name, per suite
+SUBSTITUTES = {
+    "test_asyncore": {"asyncore": "asyncio_compat.asyncore"},
+    "test_asynchat": {"asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat"},
+    "test_socketserver": {"socketserver": "asyncio_compat.socketserver"},
+}
+
+
+def cpython311_test_dirs() -> List[str]:
+    """Candidate ``Lib/test`` folders of installed CPython 3.11 interpreters."""
+    dirs = []
+    env = os.environ.get("ASYNCIO_COMPAT_CPYTHON311_TESTS")
+    if env:
+        dirs.append(env)
+    if sys.version_info[:2] == (3, 11):
+        dirs.append(os.path.join(sysconfig.get_paths()["stdlib"], "test"))
+    try:
+        root = subprocess.run(
+            ["pyenv", "root"], capture_output=True, text=True, timeout=20
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        root = os.path.expanduser("~/.pyenv")
+    dirs += sorted(glob.glob(os.path.join(root or "", "versions", "3.11*", "lib", "python3.11", "test")))
+    return dirs
+
+
+def find_suite(suite: str) -> Optional[str]:
+    """Path of the CPython test file to run for ``suite`` on this interpreter."""
+    if suite == "test_socketserver" and sys.version_info >= (3, 12):
+        own = os.path.join(sysconfig.get_paths()["stdlib"], "test", suite + ".py")
+        return own if os.path.isfile(own) else None
+    for folder in cpython311_test_dirs():
+        path = os.path.join(folder, suite + ".py")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def fill_in_test_support() -> None:
+    """Give 3.9/3.10's test.support the helper names the 3.11 files import."""
+    import test.support as support
+
+    if not hasattr(support, "requires_working_socket"):
+        support.requires_working_socket = lambda *, module=False: None  # type: ignore[attr-defined]
+    for name in ("os_helper", "threading_helper", "socket_helper", "warnings_helper"):
+        try:
+            importlib.import_module("test.support." + name)
+        except ImportError:
+            # 3.9 kept these helpers in test.support itself
+            shim = types.ModuleType("test.support." + name)
+            shim.__dict__.update({k: v for k, v in vars(support).items() if not k.startswith("__")})
+            sys.modules["test.support." + name] = shim
+            setattr(support, name, shim)
+    warnings_helper = importlib.import_module("test.support.warnings_helper")
+    if not hasattr(warnings_helper, "import_deprecated"):
+        warnings_helper.import_deprecated = importlib.import_module  # type: ignore[attr-defined]
+
+
+def run(suite: str, poller: str) -> int:
+    path = find_suite(suite)
+    if path is None:
+        print(f"SKIP: no CPython file for {suite} on this machine")
+        return 2
+    sys.path.insert(0, ROOT)
+    import asyncio_compat
+
+    asyncio_compat.set_default_poller(poller)
+    for stdlib_name, ours in SUBSTITUTES[suite].items():
+        sys.modules[stdlib_name] = importlib.import_module(ours)
+    fill_in_test_support()
+    spec = importlib.util.spec_from_file_location("cpython_" + suite, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    print(f"running {path} with poller {poller}")
+    tests = unittest.defaultTestLoader.loadTestsFromModule(module)
+    result = unittest.TextTestRunner(verbosity=1, stream=sys.stdout).run(tests)
+    print(f"RESULT ran={result.testsRun} failures={len(result.failures)} errors={len(result.errors)}")
+    return 0 if result.wasSuccessful() and result.testsRun > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,36 @@
+"""CPython's own asyncore/asynchat/socketserver test files, run against our modules.
+
+Each suite runs in a subprocess (it rebinds module globals and sys.modules)
+once per available backend as the process default.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUNNER = os.path.join(HERE, "cpython_runner.py")
+
+sys.path.insert(0, HERE)
+from cpython_runner import find_suite  # noqa: E402
+
+
+def run_suite(suite: str, poller: str) -> None:
+    if find_suite(suite) is None:
+        pytest.skip(f"no CPython {suite}.py found (needs an installed CPython 3.11; see pyenv)")
+    proc = subprocess.run(
+        [sys.executable, RUNNER, suite, poller],
+        capture_output=True, text=True, timeout=240,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    assert "RESULT ran=" in output
+
+
+@pytest.mark.timeout(300)
+def test_cpython_asyncore_suite(poller_name: str) -> None:
+    run_suite("test_asyncore", poller_name)
