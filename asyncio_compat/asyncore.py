@@ -158,7 +158,9 @@ def loop(
     Raises pollers.UnknownPollerError for an unknown poller name.
     """
     socket_map_ = _default_map(map)
-    state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
+    state = _loop.existing_loop(socket_map_) if poller is None else None
+    if state is None:
+        state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
     try:
         if count is None:
             while state.pending():
