@@ -198,12 +198,12 @@ class dispatcher:
 
     __module__ = "asyncore"
 
-    debug = False
-    connected = False
-    accepting = False
-    connecting = False
-    closing = False
+    accepting = False  # listening: never put in the write set
     addr: Any = None
+    closing = False
+    connected = False
+    connecting = False  # a non-blocking connect is in progress
+    debug = False
     ignore_log_types: FrozenSet[str] = frozenset({"warning"})
 
     socket: Any  # the socket (or file_wrapper); set by __init__ or set_socket
@@ -274,9 +274,9 @@ class dispatcher:
 
     def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
         """Create a non-blocking socket and add this channel to its map."""
-        self.family_and_type = family, type
         sock = socket.socket(family, type)
         sock.setblocking(False)
+        self.family_and_type = (family, type)
         self.set_socket(sock)
 
     def set_socket(self, sock: Any, map: Optional[SocketMapType] = None) -> None:
@@ -329,14 +329,14 @@ class dispatcher:
         self.connecting = True
         self.interest_changed()
         err = self.socket.connect_ex(address)
-        if err in (EINPROGRESS, EALREADY, EWOULDBLOCK) or (err == EINVAL and os.name == "nt"):
-            self.addr = address
-            return
-        if err in (0, EISCONN):
-            self.addr = address
+        in_progress = err in (EINPROGRESS, EALREADY, EWOULDBLOCK) or (
+            err == EINVAL and os.name == "nt"
+        )
+        if not in_progress and err not in (0, EISCONN):
+            raise OSError(err, errorcode[err])
+        self.addr = address
+        if not in_progress:  # connected at once (e.g. AF_UNIX)
             self.handle_connect_event()
-            return
-        raise OSError(err, errorcode[err])
 
     def accept(self) -> Optional[Tuple[Any, Any]]:
         """``(sock, addr)`` for a pending connection, or None if there is none.
@@ -388,9 +388,7 @@ class dispatcher:
 
     def close(self) -> None:
         """Leave the map and close the socket.  Calling it twice is harmless."""
-        self.connected = False
-        self.accepting = False
-        self.connecting = False
+        self.connected = self.accepting = self.connecting = False
         self.del_channel()
         if self.socket is not None:
             try:
@@ -423,9 +421,9 @@ class dispatcher:
 
     def handle_connect_event(self) -> None:
         """Finish a connect: raises OSError if it failed, else calls handle_connect."""
-        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err != 0:
-            raise OSError(err, _strerror(err))
+        failure = self._socket_error()
+        if failure:
+            raise OSError(failure, _strerror(failure))
         self.handle_connect()
         self.connected = True
         self.connecting = False
@@ -440,11 +438,14 @@ class dispatcher:
 
     def handle_expt_event(self) -> None:
         """Urgent data, or an error on the socket (which closes the channel)."""
-        err = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err != 0:
+        if self._socket_error():
             self.handle_close()
         else:
             self.handle_expt()
+
+    def _socket_error(self) -> int:
+        """The socket's pending error (SO_ERROR), 0 for none."""
+        return int(self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
 
     def handle_error(self) -> None:
         """Log the exception being handled with a compact traceback and close."""
@@ -612,10 +613,8 @@ if os.name == "posix":
         def __init__(self, fd: Any, map: Optional[SocketMapType] = None) -> None:
             super().__init__(None, map)
             self.connected = True
-            try:
+            if hasattr(fd, "fileno"):  # a file object rather than a number
                 fd = fd.fileno()
-            except AttributeError:
-                pass
             self.set_file(fd)
             os.set_blocking(fd, False)
 
