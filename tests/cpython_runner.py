@@ -73,6 +73,9 @@ def fill_in_test_support() -> None:
 
     if not hasattr(support, "requires_working_socket"):
         support.requires_working_socket = lambda *, module=False: None  # type: ignore[attr-defined]
+    if not hasattr(support, "has_fork_support"):
+        # 3.11 added this flag; test_socketserver reads it at import
+        support.has_fork_support = hasattr(os, "fork")  # type: ignore[attr-defined]
     for name in ("os_helper", "threading_helper", "socket_helper", "warnings_helper"):
         try:
             importlib.import_module("test.support." + name)

@@ -34,3 +34,9 @@ def run_suite(suite: str, poller: str) -> None:
 @pytest.mark.timeout(300)
 def test_cpython_asyncore_suite(poller_name: str) -> None:
     run_suite("test_asyncore", poller_name)
+
+
+@pytest.mark.timeout(300)
+def test_cpython_socketserver_suite(poller_name: str) -> None:
+    # 3.11's file on 3.9-3.11, the interpreter's own file from 3.12 on
+    run_suite("test_socketserver", poller_name)
