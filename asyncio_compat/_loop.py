@@ -132,8 +132,13 @@ def wanted_events(obj: Any) -> int:
 
     ``readable()`` asks for READ and PRI; ``writable()`` asks for WRITE
     unless the channel is ``accepting`` (a listening socket is never put in
-    the write set).
+    the write set).  A listener pausing after an accept() failure
+    (``_accept_paused``, see ``dispatcher.handle_accept_error``) asks for
+    nothing, whatever its ``readable()`` says: its fd stays ready, so
+    watching it would spin.
     """
+    if getattr(obj, "_accept_paused", False):
+        return 0
     events = READ | PRI if obj.readable() else 0
     if obj.writable() and not getattr(obj, "accepting", False):
         events |= WRITE
@@ -228,6 +233,9 @@ class MapLoop:
         # events made up by us (an fd the kernel refused as closed)
         self.synthetic: List[Tuple[int, int]] = []
         self.timers = _timers.TimerQueue()
+        # foreign event loops serving this map (asyncio bridge, Tk): while
+        # any is, forget() keeps this MapLoop and loop_for() will not replace it
+        self.pins = 0
 
     # -- registration ----------------------------------------------------
 
@@ -342,6 +350,11 @@ def loop_for(socket_map: Any, poller_cls: Optional[Type[Poller]] = None) -> MapL
     state = _LOOPS.get(id(socket_map))
     if state is not None and (poller_cls is None or type(state.poller) is poller_cls):
         return state
+    if state is not None and state.pins:
+        raise RuntimeError(
+            f"this socket map is served by another event loop (through {state.poller!r}); "
+            "detach it before running loop() on it with another poller"
+        )
     if poller_cls is None:
         from ._config import get_default_poller
 
@@ -362,7 +375,7 @@ def existing_loop(socket_map: Any) -> Optional[MapLoop]:
 def forget(socket_map: Any) -> None:
     """Close and drop the MapLoop of a map that emptied (keeps pending timers)."""
     state = _LOOPS.get(id(socket_map))
-    if state is not None and not state.timers:
+    if state is not None and not state.timers and not state.pins:
         del _LOOPS[id(socket_map)]
         state.close()
 

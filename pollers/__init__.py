@@ -19,6 +19,7 @@ from typing import Dict, List, Type
 from ._base import (
     ERR,
     HUP,
+    MAX_TIMEOUT,
     NVAL,
     PRI,
     READ,
@@ -93,7 +94,7 @@ def _works(cls: Type[Poller]) -> bool:
     return True
 
 
-_best: "Type[Poller] | None" = None
+_best: Type[Poller] | None = None
 
 
 def best() -> Type[Poller]:
@@ -114,5 +115,5 @@ def best() -> Type[Poller]:
 __all__ = [
     "READ", "PRI", "WRITE", "ERR", "HUP", "NVAL", "REQUESTABLE", "REPORTED",
     "Poller", "FileDescriptorLike", "UnknownPollerError", "available", "get",
-    "best", "fd_of", "PREFERENCE",
+    "best", "fd_of", "PREFERENCE", "MAX_TIMEOUT",
 ]

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import errno
 import math
+import numbers
 import os
+import stat
 import time
 from types import TracebackType
-from typing import ClassVar, Dict, List, Optional, Protocol, Tuple, Type, Union
+from typing import ClassVar, Dict, List, Optional, Protocol, Tuple, Type, TypeVar, Union
 
 # Portable event flags.  Their values equal select.POLL* on every platform we
 # support (tests assert it), so the poll and epoll backends need no
@@ -39,6 +41,12 @@ REPORTED = READ | PRI | WRITE | ERR | HUP | NVAL
 # Errors that mean "the kernel no longer knows this fd": the only ones that
 # unregister swallows.
 _IGNORED_ON_UNREGISTER = frozenset({errno.ENOENT, errno.EBADF})
+
+# The longest single wait, in seconds: poll(2) and epoll_wait(2) take an int of
+# milliseconds, and CPython raises OverflowError past 2**31 - 1 of them (about
+# 24.8 days).  A longer timeout is cut to this; the caller sees an early empty
+# return, which a loop treats like any other pass without events.
+MAX_TIMEOUT = 2_147_483.0
 
 
 class HasFileno(Protocol):
@@ -74,6 +82,19 @@ def _check_mask(events: int) -> None:
         )
 
 
+def _clamp_timeout(timeout: object) -> Optional[float]:
+    """``timeout`` brought into [0, MAX_TIMEOUT]; None stays None (block)."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    value = float(timeout)
+    if math.isnan(value):
+        # NaN compares false with everything: a deadline loop would never end
+        raise ValueError("timeout must not be NaN")
+    return min(max(value, 0.0), MAX_TIMEOUT)
+
+
 def fd_is_open(fd: int) -> bool:
     """True if ``fd`` names an open file; used to find fds closed behind our back."""
     try:
@@ -81,6 +102,9 @@ def fd_is_open(fd: int) -> bool:
     except OSError as exc:
         return exc.errno != errno.EBADF
     return True
+
+
+_P = TypeVar("_P", bound="Poller")
 
 
 class Poller:
@@ -160,6 +184,20 @@ class Poller:
         else:
             self.register(fd, events)
 
+    def set_mask(self, fd: int, events: int) -> None:
+        """:meth:`update` for callers that pass a plain fd number and a valid mask.
+
+        The hot path of an event loop: an unchanged mask costs one dict
+        lookup.  Errors are those of register/modify.
+        """
+        old = self._wanted.get(fd)
+        if old == events:
+            return
+        if old is None:
+            self.register(fd, events)
+        else:
+            self.modify(fd, events)
+
     def poll(self, timeout: Optional[float] = None) -> List[Tuple[int, int]]:
         """Wait for events and return ``[(fd, events), ...]``.
 
@@ -167,12 +205,14 @@ class Poller:
         positive value is rounded up to the kernel's unit, so a
         sub-millisecond timeout never turns into a busy loop.  An fd closed
         behind the poller's back is reported as NVAL, never raised.  Signals
-        that arrive while waiting are retried by Python (PEP 475).
+        that arrive while waiting are retried by Python (PEP 475).  A timeout
+        longer than MAX_TIMEOUT (about 24.8 days) is cut to it.
+
+        Raises TypeError for a timeout that is not a number, ValueError for
+        NaN or a closed poller.
         """
         self._check_open()
-        if timeout is not None and timeout <= 0:
-            timeout = 0.0
-        return self._kernel_poll(timeout)
+        return self._kernel_poll(_clamp_timeout(timeout))
 
     def get_mask(self, fileobj: FileDescriptorLike) -> int:
         """The mask registered for an fd; KeyError if it is not registered."""
@@ -202,7 +242,7 @@ class Poller:
             self._wanted.clear()
             self._kernel_close()
 
-    def __enter__(self) -> "Poller":
+    def __enter__(self: _P) -> _P:
         return self
 
     def __exit__(
@@ -256,7 +296,7 @@ def timeout_ms(timeout: Optional[float]) -> int:
     """Seconds to whole milliseconds for poll(2)-style calls, rounded up; None -> -1."""
     if timeout is None:
         return -1
-    return int(math.ceil(timeout * 1000.0))
+    return min(int(math.ceil(timeout * 1000.0)), 2**31 - 1)
 
 
 class SweepingPoller(Poller):
@@ -300,10 +340,51 @@ class SweepingPoller(Poller):
         raise NotImplementedError
 
 
+class AlwaysReady:
+    """fds a kernel mechanism will not wait for (regular files), kept aside.
+
+    poll(2) and select(2) report a regular file ready for reading and writing
+    at once, even at end of file; a file_dispatcher relies on that to read
+    b"" and close.  epoll refuses such fds (EPERM) and kqueue's vnode filter
+    fires only while the offset is before the end, so those backends keep
+    them here and report them on every call instead.  Only READ and WRITE are
+    reported (poll(2) never reports PRI for a file); a file closed behind our
+    back is reported NVAL, by one fstat() per such fd per call.
+    """
+
+    def __init__(self) -> None:
+        # fd -> the caller's mask, never 0 (parked fds are removed)
+        self.masks: Dict[int, int] = {}
+
+    def __contains__(self, fd: int) -> bool:
+        return fd in self.masks
+
+    def __bool__(self) -> bool:
+        return bool(self.masks)
+
+    def events(self) -> List[Tuple[int, int]]:
+        """What poll(2) would report for these fds now."""
+        found = []
+        for fd, mask in self.masks.items():
+            if not fd_is_open(fd):
+                found.append((fd, NVAL))
+            elif mask & (READ | WRITE):
+                found.append((fd, mask & (READ | WRITE)))
+        return found
+
+
+def is_regular_file(fd: int) -> bool:
+    """True for an fd open on a regular file; False for anything else or a closed fd."""
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 PollerClass = Type[Poller]
 
 __all__ = [
     "READ", "PRI", "WRITE", "ERR", "HUP", "NVAL", "REQUESTABLE", "REPORTED",
     "Poller", "SweepingPoller", "PollerClass", "FileDescriptorLike", "fd_of",
-    "fd_is_open", "timeout_ms",
+    "fd_is_open", "timeout_ms", "MAX_TIMEOUT", "AlwaysReady", "is_regular_file",
 ]

@@ -6,8 +6,13 @@ Kernel facts:
 * Writing an fd that is already in the set ORs the new events into the old
   ones, so a modify must remove the fd first; CPython's devpoll.modify()
   does exactly that, in one write.
-* A closed fd is reported as POLLNVAL, like poll(2).
-* devpoll.poll() takes milliseconds: rounded up.
+* CPython buffers register/modify/unregister and writes them to /dev/poll
+  at the next poll() (or when its buffer fills), so a change the kernel
+  refuses surfaces as an OSError from poll(), not from register().
+  Unregistering an fd that is not in the set is not an error for /dev/poll.
+* A closed fd left in the set is reported as POLLNVAL, like poll(2); if its
+  number is reused before it is removed, the new file is polled instead.
+* devpoll.poll() takes milliseconds: rounded up, -1 blocks.
 * The object holds a file descriptor and is limited to RLIMIT_NOFILE fds.
 """
 

@@ -1,0 +1,65 @@
+"""Helpers shared by the fakes: fd identity, a real poll(2) to wait with, timeouts."""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+from typing import Any, Callable, Optional, Tuple
+
+# Captured at import: a test may replace select.poll with a spy, and the fakes
+# must keep waiting on the real thing underneath.
+real_poll: Callable[[], Any] = select.poll
+
+Identity = Tuple[int, int]
+
+
+def identity(fd: int) -> Identity:
+    """(device, inode) of an open fd: tells a reused fd number from the old file.
+
+    Raises OSError(EBADF) for an fd that is not open.
+    """
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+def identity_or_none(fd: int) -> Optional[Identity]:
+    try:
+        return identity(fd)
+    except OSError:
+        return None
+
+
+def as_fd(obj: object) -> int:
+    """An int fd or an object's fileno(), checked the way CPython's select does.
+
+    Raises TypeError for anything else and ValueError for a negative number.
+    """
+    fd = obj if isinstance(obj, int) else getattr(obj, "fileno", lambda: None)()
+    if not isinstance(fd, int):
+        raise TypeError(f"argument must be an int, or have a fileno() method, not {obj!r}")
+    if fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    return fd
+
+
+def os_error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def closed_error(kind: str) -> ValueError:
+    return ValueError(f"I/O operation on closed {kind} object")
+
+
+def ceil_ms(seconds: float) -> int:
+    return int(math.ceil(seconds * 1000.0))
+
+
+def open_handle() -> int:
+    """An fd for a fake kernel object to own, as a real kqueue or /dev/poll does.
+
+    Leaving it open is a leak the test suite's fd check reports, so a backend
+    that forgets to close its kernel object fails its tests.
+    """
+    return os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+

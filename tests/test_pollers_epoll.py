@@ -1,0 +1,105 @@
+"""epoll: regular files (EPERM), kernel refusals, and the closed-fd sweep."""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import tempfile
+import time
+from typing import Iterator, Tuple
+
+import pytest
+from fakes.support import events_of, quick
+
+import pollers
+from pollers import NVAL, PRI, READ, WRITE
+
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(not hasattr(select, "epoll"), reason="no epoll on this platform"),
+]
+
+Pair = Tuple[socket.socket, socket.socket]
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        yield reader, writer
+
+
+def slow_sweeping() -> pollers.Poller:
+    """An epoll poller whose sweep, once done, does not come back during a test."""
+    return quick(pollers.get("epoll"), interval=3600.0)()
+
+
+def test_the_kernel_refuses_regular_files() -> None:
+    # the fact the always-ready set works around
+    with tempfile.TemporaryFile() as f, select.epoll() as ep, pytest.raises(PermissionError):
+        ep.register(f.fileno(), select.EPOLLIN)
+
+
+def test_regular_file_is_ready_without_waiting() -> None:
+    with tempfile.TemporaryFile() as f, pollers.get("epoll")() as p:
+        p.register(f, READ | WRITE)
+        assert events_of(p, None) == {f.fileno(): READ | WRITE}
+        p.modify(f, WRITE)
+        assert events_of(p, None) == {f.fileno(): WRITE}
+        p.unregister(f)
+        assert len(p) == 0 and p.poll(0) == []
+
+
+def test_regular_file_wanting_only_pri_does_not_spin() -> None:
+    # poll(2) never reports PRI for a regular file; neither do we, and we wait
+    with tempfile.TemporaryFile() as f, pollers.get("epoll")() as p:
+        p.register(f, PRI)
+        start = time.monotonic()
+        assert p.poll(0.05) == []
+        assert time.monotonic() - start >= 0.05
+
+
+def test_closed_regular_file_is_nval_not_ready() -> None:
+    with slow_sweeping() as p, tempfile.TemporaryFile() as f:
+        p.register(f, READ)
+        assert p.poll(0) == [(f.fileno(), READ)]  # the first sweep is done here
+        fd = f.fileno()
+        f.close()
+        assert p.poll(0) == [(fd, NVAL)]
+        p.unregister(fd)
+
+
+def test_register_of_a_closed_fd_fails_and_leaves_no_trace() -> None:
+    with pollers.get("epoll")() as p:
+        a, b = socket.socketpair()
+        fd = a.fileno()
+        a.close()
+        b.close()
+        with pytest.raises(OSError) as caught:
+            p.register(fd, READ)
+        assert caught.value.errno == errno.EBADF and fd not in p
+
+
+def test_between_sweeps_a_closed_socket_goes_unreported(pair: Pair) -> None:
+    # the cost of the sweep is bounded by its interval, and so is its delay
+    doomed, peer = socket.socketpair()
+    with peer, slow_sweeping() as p:
+        p.register(doomed, READ)
+        assert p.poll(0) == []
+        fd = doomed.fileno()
+        doomed.close()
+        assert p.poll(0.01) == []
+        p.unregister(fd)
+
+
+def test_a_blocking_wait_is_cut_short_by_the_sweep(pair: Pair) -> None:
+    doomed, peer = socket.socketpair()
+    with peer, quick(pollers.get("epoll"))() as p:
+        p.register(doomed, READ)
+        assert p.poll(0) == []
+        fd = doomed.fileno()
+        doomed.close()
+        assert events_of(p, None) == {fd: NVAL}
+        p.unregister(fd)
+        assert fd not in p
