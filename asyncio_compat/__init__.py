@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from ._config import ENV_VAR, get_default_poller, set_default_poller
+from ._install import install
 from ._loop import SocketMap
+from .timers import TimerHandle, call_at, call_every, call_later
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ENV_VAR", "SocketMap", "get_default_poller", "set_default_poller", "__version__",
+    "install",
+    "TimerHandle", "call_at", "call_every", "call_later",
 ]

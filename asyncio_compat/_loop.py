@@ -43,8 +43,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 # readable()/writable() implementations whose answers only change when the
 # channel says so (or handles an event); see pushes_interest().
 _PUSHED_PREDICATES: Set[Any] = set()
-# class -> True when both of its predicates are in _PUSHED_PREDICATES
-_pushes_cache: Dict[type, bool] = {}
+# (readable, writable) -> a function computing the same mask in one call
+_FAST_INTEREST: Dict[Tuple[Any, Any], Callable[[Any], int]] = {}
+# class -> how to compute its mask without asking every pass (None: polled)
+_interest_cache: Dict[type, Optional[Callable[[Any], int]]] = {}
 
 
 def pushes_interest(func: F) -> F:
@@ -59,20 +61,38 @@ def pushes_interest(func: F) -> F:
     return func
 
 
-def _pushes(obj: Any) -> bool:
+def register_fast_interest(readable: Any, writable: Any, interest: Callable[[Any], int]) -> None:
+    """Declare that ``interest(obj)`` equals :func:`wanted_events` for any
+    class whose predicates are exactly ``readable`` and ``writable``.
+
+    The loop then computes such a channel's mask with one call instead of
+    three.  tests/test_loop.py checks each registered pair in every state.
+    """
+    _FAST_INTEREST[(readable, writable)] = interest
+    _interest_cache.clear()
+
+
+def _interest_function(obj: Any) -> Optional[Callable[[Any], int]]:
+    """How the loop learns ``obj``'s mask when it looks, or None if it must ask every pass."""
     cls = type(obj)
-    known = _pushes_cache.get(cls)
-    if known is None:
-        known = (
-            getattr(cls, "readable", None) in _PUSHED_PREDICATES
-            and getattr(cls, "writable", None) in _PUSHED_PREDICATES
-        )
-        _pushes_cache[cls] = known
-    if known:
+    try:
+        found = _interest_cache[cls]
+    except KeyError:
+        readable = getattr(cls, "readable", None)
+        writable = getattr(cls, "writable", None)
+        found = _FAST_INTEREST.get((readable, writable))
+        if found is None and readable in _PUSHED_PREDICATES and writable in _PUSHED_PREDICATES:
+            found = wanted_events
+        _interest_cache[cls] = found
+    if found is not None:
         inst = getattr(obj, "__dict__", None)
         if inst and ("readable" in inst or "writable" in inst):
-            return False
-    return known
+            return None  # predicates patched onto the instance: ask every pass
+    return found
+
+
+def _pushes(obj: Any) -> bool:
+    return _interest_function(obj) is not None
 
 
 class SocketMap(Dict[int, Any]):
@@ -195,7 +215,12 @@ def dispatch_select_style(obj: Any, flags: int, fd: int, socket_map: Any, poller
     if flags & (HUP | ERR):
         flags |= poller.get_mask(fd) & (READ | WRITE) if fd in poller else 0
     if flags & READ:
-        _guarded(obj, obj.handle_read_event)
+        try:
+            obj.handle_read_event()
+        except _reraised_exceptions:
+            raise
+        except BaseException:
+            obj.handle_error()
     if flags & WRITE and socket_map.get(fd) is obj:
         _guarded(obj, obj.handle_write_event)
     if flags & PRI and socket_map.get(fd) is obj:
@@ -225,6 +250,8 @@ class MapLoop:
         self.poller = poller_cls()
         self.owners: Dict[int, Any] = {}  # fd -> channel registered for it
         self.polled: Dict[int, Any] = {}  # fd -> channel asked every pass
+        # fd -> mask function of a channel that reports its changes
+        self.interest_of: Dict[int, Callable[[Any], int]] = {}
         changed = getattr(socket_map, "_changed", None)
         self.tracked = changed is not None
         # fds to look at on the next pass: shared with the SocketMap's record
@@ -270,8 +297,12 @@ class MapLoop:
     def _refresh(self, fd: int, obj: Any) -> None:
         if self.owners.get(fd) is not obj:
             self._adopt(fd, obj)
+        self._apply_interest(fd, obj)
+
+    def _apply_interest(self, fd: int, obj: Any) -> None:
+        """Ask ``obj`` what it wants and tell the poller (a no-op if unchanged)."""
         try:
-            events = wanted_events(obj)
+            events = self.interest_of.get(fd, wanted_events)(obj)
         except _reraised_exceptions:
             raise
         except BaseException:
@@ -291,12 +322,16 @@ class MapLoop:
         if fd in self.owners:
             self._drop(fd)
         self.owners[fd] = obj
-        if not _pushes(obj):
+        interest = _interest_function(obj)
+        if interest is None:
             self.polled[fd] = obj
+        else:
+            self.interest_of[fd] = interest
 
     def _drop(self, fd: int) -> None:
         self.owners.pop(fd, None)
         self.polled.pop(fd, None)
+        self.interest_of.pop(fd, None)
         if fd in self.poller:
             self.poller.unregister(fd)
 
@@ -315,8 +350,18 @@ class MapLoop:
             ready += self.poller.poll(0)
         else:
             ready = self.poller.poll(self.timers.clip(timeout))
+        self._deliver(ready, poll_semantics)
+        if self.timers:
+            self.timers.run_due(time.monotonic())
+
+    def _deliver(self, ready: List[Tuple[int, int]], poll_semantics: bool) -> None:
         owners = self.owners
         socket_map = self.map
+        poller = self.poller
+        # A channel that just handled an event may want something else now:
+        # look at once.  (Polled channels are asked next pass anyway, and an
+        # untracked map is compared in full.)
+        interest_of = self.interest_of if self.tracked else {}
         # bind each event to its owner now: handlers may close and reuse fds
         for fd, obj, flags in [(fd, owners.get(fd), flags) for fd, flags in ready]:
             if obj is None or socket_map.get(fd) is not obj:
@@ -324,10 +369,13 @@ class MapLoop:
             if poll_semantics:
                 dispatch(obj, flags, fd, socket_map)
             else:
-                dispatch_select_style(obj, flags, fd, socket_map, self.poller)
-            self.dirty.add(fd)
-        if self.timers:
-            self.timers.run_due(time.monotonic())
+                dispatch_select_style(obj, flags, fd, socket_map, poller)
+            interest = interest_of.get(fd)
+            if interest is not None and socket_map.get(fd) is obj:
+                try:
+                    poller.set_mask(fd, interest(obj))
+                except Exception:
+                    self._apply_interest(fd, obj)  # the slow path sorts errors out
 
     def pending(self) -> bool:
         """True while a ``loop(count=None)`` should go on: channels or timers."""
@@ -338,6 +386,7 @@ class MapLoop:
         self.poller.close()
         self.owners.clear()
         self.polled.clear()
+        self.interest_of.clear()
 
 
 # id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused

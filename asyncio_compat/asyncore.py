@@ -16,7 +16,7 @@ import os
 import select  # noqa: F401  (asyncore.select is part of the 3.11 namespace)
 import socket
 import sys
-import time  # noqa: F401  (asyncore.time likewise)
+import time  # asyncore.time is part of the 3.11 namespace too
 import warnings
 from errno import (
     EAGAIN,
@@ -27,6 +27,10 @@ from errno import (
     EINPROGRESS,
     EINVAL,
     EISCONN,
+    EMFILE,
+    ENFILE,
+    ENOBUFS,
+    ENOMEM,
     ENOTCONN,
     EPIPE,
     ESHUTDOWN,
@@ -37,13 +41,21 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
 
 from pollers import ERR, HUP, NVAL, PRI, READ, WRITE
 
+_INPUT = READ | PRI  # what readable() asks for
+_ALL = READ | PRI | WRITE
+
 from . import _loop
 from ._errors import ExitNow, _reraised_exceptions
-from ._loop import _DISCONNECTED, SocketMap, pushes_interest
+from ._loop import _DISCONNECTED, SocketMap, pushes_interest, register_fast_interest
 
 ExitNow.__module__ = "asyncore"
 
 SocketMapType = Dict[int, Any]
+
+# accept() failures that mean "out of descriptors or kernel memory": the
+# connection stays in the backlog and the listener stays readable, so retrying
+# on the next pass would spin; see dispatcher.handle_accept_error.
+_ACCEPT_EXHAUSTED: FrozenSet[int] = frozenset({EMFILE, ENFILE, ENOBUFS, ENOMEM})
 _Address = Union[Tuple[Any, ...], str, bytes]
 
 #: The map used when none is given.  Code may replace it with its own dict.
@@ -205,6 +217,15 @@ class dispatcher:
     connecting = False  # a non-blocking connect is in progress
     debug = False
     ignore_log_types: FrozenSet[str] = frozenset({"warning"})
+    #: Seconds a listening dispatcher stops accepting after accept() ran out
+    #: of descriptors or memory (see :meth:`handle_accept_error`).
+    accept_pause: float = 0.1
+
+    # While True the loop asks for no event on this fd (_loop.wanted_events),
+    # so a listener whose backlog cannot be accepted does not spin.
+    _accept_paused = False
+    _accept_resume: Any = None  # the timer that ends the pause
+    _accept_failing = False  # this run of failures was logged; a good accept resets it
 
     socket: Any  # the socket (or file_wrapper); set by __init__ or set_socket
     _fileno: Optional[int] = None  # the fd under which we sit in the map
@@ -351,8 +372,62 @@ class dispatcher:
         except OSError as exc:
             if exc.errno in (EWOULDBLOCK, ECONNABORTED, EAGAIN):
                 return None
+            if exc.errno in _ACCEPT_EXHAUSTED:
+                # out of fds or memory: not this listener's fault, so it is
+                # not closed; handle_accept_error backs off instead
+                self.handle_accept_error(exc)
+                return None
             raise
+        self._accept_failing = False
         return conn, addr
+
+    def handle_accept_error(self, exc: OSError) -> None:
+        """Called when ``accept()`` fails for lack of resources.
+
+        ``exc`` is the OSError (EMFILE, ENFILE, ENOBUFS or ENOMEM); the
+        pending connection stays in the kernel's backlog.  The default logs
+        the first failure of a run of them (``log_info``, type "error") and
+        calls :meth:`pause_accepting` for :attr:`accept_pause` seconds, after
+        which accepting resumes by itself.  Override it to free descriptors
+        first (close idle connections) or to pause for longer; an exception
+        raised here goes to ``handle_error`` as from any handler.
+        """
+        if not self._accept_failing:
+            self._accept_failing = True
+            self.log_info(
+                f"accept() failed on {self!r}: {exc}; pausing accepts for "
+                f"{self.accept_pause:g}s at a time until one succeeds",
+                "error",
+            )
+        self.pause_accepting(self.accept_pause)
+
+    def pause_accepting(self, seconds: float) -> None:
+        """Stop waiting for connections for ``seconds``, then resume by itself.
+
+        While paused the loop does not watch this fd at all (a level-triggered
+        poller would otherwise report the waiting connection on every pass).
+        A new call replaces a pause in progress; ``close()`` ends it.  Uses
+        the timers of the channel's map.  Raises ValueError for a negative
+        or non-finite ``seconds``.
+        """
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"pause must be a finite number of seconds >= 0, got {seconds!r}")
+        self._end_accept_pause()
+        self._accept_paused = True
+        self.interest_changed()
+        when = time.monotonic() + seconds
+        self._accept_resume = _loop.loop_for(self._map).timers.schedule(when, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._accept_resume = None
+        self._accept_paused = False
+        self.interest_changed()
+
+    def _end_accept_pause(self) -> None:
+        if self._accept_resume is not None:
+            self._accept_resume.cancel()
+            self._accept_resume = None
+        self._accept_paused = False
 
     def send(self, data: Any) -> int:
         """Send what the socket takes now; returns the count (0 when it would block).
@@ -389,6 +464,9 @@ class dispatcher:
     def close(self) -> None:
         """Leave the map and close the socket.  Calling it twice is harmless."""
         self.connected = self.accepting = self.connecting = False
+        if self._accept_resume is not None:
+            # a pending resume timer would keep loop() running for nothing
+            self._end_accept_pause()
         self.del_channel()
         if self.socket is not None:
             try:
@@ -520,7 +598,26 @@ class dispatcher_with_send(dispatcher):
             self.log_info(f"sending {data!r}")
         self.out_buffer = self.out_buffer + data
         self.initiate_send()
-        self.interest_changed()
+        if self.out_buffer:
+            # WRITE is wanted now.  (A buffer that drained needs no call: a
+            # stale WRITE costs one spare event, after which the loop looks
+            # at this channel again.)
+            self.interest_changed()
+
+
+def _dispatcher_interest(obj: dispatcher) -> int:
+    return _INPUT if obj.accepting else _ALL
+
+
+def _with_send_interest(obj: dispatcher_with_send) -> int:
+    if obj.accepting:
+        return _INPUT
+    return _ALL if (obj.out_buffer or not obj.connected) else _INPUT
+
+
+# one call instead of readable() + writable() + accepting, on the hot path
+register_fast_interest(dispatcher.readable, dispatcher.writable, _dispatcher_interest)
+register_fast_interest(dispatcher.readable, dispatcher_with_send.writable, _with_send_interest)
 
 
 def compact_traceback() -> Tuple[Tuple[str, str, str], Optional[Type[BaseException]], Optional[BaseException], str]:

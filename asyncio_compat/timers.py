@@ -1,0 +1,109 @@
+"""Timers served by the loop of a socket map: ``call_later``, ``call_at``, ``call_every``.
+
+A timer belongs to the loop that serves its map (``asyncore.socket_map`` when
+no map is given).  ``asyncore.loop()`` wakes up for the earliest one instead
+of sleeping its whole ``timeout``, and keeps running while timers are
+pending even when the map has no channel.  The same timers run when the map
+is served by asyncio (:mod:`asyncio_compat.asyncio_bridge`) or by Tk
+(:mod:`asyncio_compat.tk`).
+
+Callbacks run in the loop's thread, after the pass's I/O events, earliest
+deadline first and in scheduling order for equal deadlines.  A callback that
+raises is reported on stderr and stops neither the loop nor the other timers;
+``ExitNow``, ``KeyboardInterrupt`` and ``SystemExit`` leave ``loop()`` as they
+do from a handler.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from numbers import Real
+from typing import Any, Callable, Optional
+
+from . import _loop
+from ._timers import TimerHandle, TimerQueue
+
+__all__ = ["TimerHandle", "call_at", "call_every", "call_later"]
+
+
+def _number(value: Any, name: str) -> float:
+    """``value`` as a finite float; TypeError or ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result!r}")
+    return result
+
+
+def _check_callable(callback: Any) -> None:
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+
+
+def _queue(socket_map: Any) -> TimerQueue:
+    if socket_map is None:
+        # looked up at call time: programs (and CPython's tests) rebind it
+        from . import asyncore
+
+        socket_map = asyncore.socket_map
+    return _loop.loop_for(socket_map).timers
+
+
+def call_at(when: float, callback: Callable[..., Any], *args: Any, map: Any = None) -> TimerHandle:
+    """Call ``callback(*args)`` once ``time.monotonic()`` reaches ``when``.
+
+    A ``when`` already past runs on the next pass.  Returns a
+    :class:`TimerHandle`; its ``cancel()`` stops the call.
+
+    Raises TypeError when ``callback`` is not callable or ``when`` is not a
+    number, ValueError when ``when`` is NaN or infinite.
+    """
+    deadline = _number(when, "when")
+    _check_callable(callback)
+    return _queue(map).schedule(deadline, callback, args)
+
+
+def call_later(delay: float, callback: Callable[..., Any], *args: Any, map: Any = None) -> TimerHandle:
+    """Call ``callback(*args)`` in ``delay`` seconds (0 means on the next pass).
+
+    Returns a :class:`TimerHandle`.  Raises TypeError when ``callback`` is not
+    callable or ``delay`` is not a number, ValueError when ``delay`` is
+    negative, NaN or infinite.
+    """
+    seconds = _number(delay, "delay")
+    if seconds < 0:
+        raise ValueError(f"delay must not be negative, got {seconds!r}")
+    _check_callable(callback)
+    return _queue(map).schedule(time.monotonic() + seconds, callback, args)
+
+
+def call_every(
+    interval: float,
+    callback: Callable[..., Any],
+    *args: Any,
+    map: Any = None,
+    first: Optional[float] = None,
+) -> TimerHandle:
+    """Call ``callback(*args)`` every ``interval`` seconds until cancelled.
+
+    The first call comes after ``first`` seconds (default: ``interval``).
+    Runs are counted from their planned times, so the period does not drift;
+    a run that is late (a slow pass) is not repeated to catch up.  The
+    handle's ``when`` is the next planned run; ``cancel()`` (also from inside
+    the callback) stops it.  A periodic timer keeps ``loop()`` running until
+    it is cancelled.
+
+    Raises TypeError when ``callback`` is not callable or a time is not a
+    number, ValueError when ``interval`` is not positive or ``first`` is
+    negative, or either is NaN or infinite.
+    """
+    period = _number(interval, "interval")
+    if period <= 0:
+        raise ValueError(f"interval must be positive, got {period!r}")
+    delay = period if first is None else _number(first, "first")
+    if delay < 0:
+        raise ValueError(f"first must not be negative, got {delay!r}")
+    _check_callable(callback)
+    return _queue(map).schedule(time.monotonic() + delay, callback, args, period)

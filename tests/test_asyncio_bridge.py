@@ -1,0 +1,722 @@
+"""The asyncio bridge, both directions, with real loopback exchanges.
+
+* Legacy dispatchers inside asyncio (``run_map``/``attach``): run on the
+  default asyncio loop, on asyncio with the poll and select selectors, and on
+  uvloop when it is installed (an optional test dependency; skipped with the
+  reason otherwise).  Hand-overs back to ``asyncore.loop()`` run on every
+  backend.
+* asyncio inside legacy code (``HostedEventLoop``/``run_coroutine``): the
+  map's loop runs on every backend (``default_poller``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import socket
+import threading
+from typing import Any, Awaitable, Callable, Iterator, List, Optional, TypeVar
+
+import pytest
+
+from asyncio_compat import _loop, asyncore
+from asyncio_compat.asyncio_bridge import (
+    AsyncioPoller,
+    HostedEventLoop,
+    MapBridge,
+    attach,
+    hosted_event_loop,
+    run_coroutine,
+    run_map,
+)
+from asyncio_compat.timers import TimerHandle, call_every, call_later
+
+pytestmark = pytest.mark.timeout(20)
+
+T = TypeVar("T")
+LONG = 30.0  # a loop() timeout no test may sit out
+PAYLOAD = bytes(range(256)) * 1024  # 256 KiB: more than one send() takes
+
+
+# -- the asyncio loops under test ----------------------------------------------------------
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def _selector_loop(selector_cls: Any) -> LoopFactory:
+    return lambda: asyncio.SelectorEventLoop(selector_cls())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_uvloop() -> None:
+    """libuv opens a pipe pair once per process, with uvloop's first loop:
+    open it before the per-test leak check takes its snapshot."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    run(uvloop.new_event_loop, asyncio.sleep(0))
+
+
+@pytest.fixture(params=["asyncio", "asyncio+poll", "asyncio+select", "uvloop"])
+def new_loop(request: pytest.FixtureRequest) -> LoopFactory:
+    """A factory of the asyncio event loop kind under test."""
+    kind = str(request.param)
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (optional test dependency)")
+        return uvloop.new_event_loop  # type: ignore[no-any-return]
+    if kind == "asyncio+poll":
+        return _selector_loop(selectors.PollSelector)
+    if kind == "asyncio+select":
+        return _selector_loop(selectors.SelectSelector)
+    return asyncio.new_event_loop
+
+
+def run(new_loop: LoopFactory, main: Awaitable[T]) -> T:
+    """``main`` to completion on a fresh loop, cleaned up as asyncio.run() does."""
+    event_loop = new_loop()
+    try:
+        return event_loop.run_until_complete(main)
+    finally:
+        leftovers = asyncio.all_tasks(event_loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            event_loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        event_loop.run_until_complete(event_loop.shutdown_asyncgens())
+        event_loop.close()
+
+
+@pytest.fixture
+def socket_map() -> Iterator[asyncore.SocketMap]:
+    target = asyncore.SocketMap()
+    yield target
+    for host in [h for h in list(_hosted_loops()) if h.socket_map is target]:
+        host.close()
+    asyncore.close_all(target)
+    state = _loop.existing_loop(target)
+    if state is not None:
+        state.timers.clear()
+        state.pins = 0
+        _loop.forget(target)
+
+
+def _hosted_loops() -> List[HostedEventLoop]:
+    from asyncio_compat import asyncio_bridge
+
+    return list(asyncio_bridge._HOSTED.values())
+
+
+# -- dispatchers used by the exchanges ---------------------------------------------------
+
+
+class EchoHandler(asyncore.dispatcher_with_send):
+    def handle_read(self) -> None:
+        data = self.recv(65536)
+        if data:
+            self.send(data)
+
+    def handle_close(self) -> None:
+        self.close()
+
+
+class EchoServer(asyncore.dispatcher):
+    """Echoes every connection; closes itself after ``connections`` of them."""
+
+    def __init__(self, socket_map: Any, connections: int = 1) -> None:
+        super().__init__(map=socket_map)
+        self.remaining = connections
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.bind(("127.0.0.1", 0))
+        self.listen(5)
+        self.port = self.socket.getsockname()[1]
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        EchoHandler(sock, map=self._map)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.close()
+
+
+class SendingClient(asyncore.dispatcher_with_send):
+    """Connects, sends ``payload``, collects the reply until ``expected`` bytes came."""
+
+    def __init__(self, socket_map: Any, port: int, payload: bytes, expected: int) -> None:
+        super().__init__(map=socket_map)
+        self.received = bytearray()
+        self.expected = expected
+        self.closed_by_peer = False
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.connect(("127.0.0.1", port))
+        self.send(payload)
+
+    def handle_connect(self) -> None:
+        pass
+
+    def handle_read(self) -> None:
+        self.received += self.recv(65536)
+        if len(self.received) >= self.expected:
+            self.close()
+
+    def handle_close(self) -> None:
+        self.closed_by_peer = True
+        self.close()
+
+
+class Reader(asyncore.dispatcher_with_send):
+    """Reads whatever arrives; optionally raises from handle_read.
+
+    Its predicates are the built-in ones, which push their changes.
+    """
+
+    def __init__(
+        self, sock: socket.socket, socket_map: Any, fail_with: Optional[BaseException] = None
+    ) -> None:
+        super().__init__(sock, map=socket_map)
+        self.data = bytearray()
+        self.fail_with = fail_with
+        self._waiter: Optional[asyncio.Future[None]] = None
+
+    def handle_read(self) -> None:
+        self.data += self.recv(65536)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    async def wait_for(self, size: int) -> bytes:
+        """The data once ``size`` bytes have arrived (a coroutine of the running loop)."""
+        while len(self.data) < size:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return bytes(self.data)
+
+    def handle_close(self) -> None:
+        self.close()
+
+
+class UpperServer:
+    """An asyncio server answering in upper case; counts the connections it finished."""
+
+    def __init__(self) -> None:
+        self.finished = 0
+        self.server: Optional[asyncio.AbstractServer] = None
+
+    async def start(self) -> int:
+        self.progress = asyncio.Event()
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data.upper())
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        self.finished += 1
+        self.progress.set()
+
+    async def stop(self, connections: int) -> None:
+        """Close, once ``connections`` connections are finished."""
+        while self.finished < connections:
+            self.progress.clear()
+            await self.progress.wait()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def _asyncio_echo_client(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    reply = await reader.readexactly(len(payload))
+    writer.close()
+    await writer.wait_closed()
+    return reply
+
+
+# == legacy dispatchers inside asyncio ==========================================================
+
+
+def test_run_map_serves_an_asyncore_echo_server_to_asyncio_clients(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    server = EchoServer(socket_map, connections=2)
+
+    async def main() -> List[bytes]:
+        serving = asyncio.ensure_future(run_map(socket_map))
+        replies = await asyncio.gather(
+            _asyncio_echo_client(server.port, PAYLOAD), _asyncio_echo_client(server.port, b"short")
+        )
+        await serving  # returns once every handler saw its client hang up
+        return list(replies)
+
+    assert run(new_loop, main()) == [PAYLOAD, b"short"]
+    assert len(socket_map) == 0
+    assert _loop.existing_loop(socket_map) is None
+
+
+def test_run_map_serves_a_dispatcher_client_of_an_asyncio_server(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    async def main() -> SendingClient:
+        server = UpperServer()
+        client = SendingClient(socket_map, await server.start(), PAYLOAD, len(PAYLOAD))
+        await run_map(socket_map)  # until the client has its reply and closes
+        await server.stop(connections=1)
+        return client
+
+    client = run(new_loop, main())
+    assert bytes(client.received) == PAYLOAD.upper()
+    assert not client.closed_by_peer
+
+
+def test_timers_of_the_map_run_on_the_asyncio_loop(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    seen: List[str] = []
+    call_later(0.02, seen.append, "second", map=socket_map)
+    call_later(0.01, seen.append, "first", map=socket_map)
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(run_map(socket_map))
+        await asyncio.sleep(0)
+        # scheduled from a coroutine, outside any pass: wakes the bridge itself
+        call_later(0, seen.append, "from a coroutine", map=socket_map)
+        ticks: List[int] = []
+        handles: List[TimerHandle] = []
+
+        def tick() -> None:
+            ticks.append(1)
+            if len(ticks) == 3:
+                handles[0].cancel()
+                seen.append("periodic done")
+
+        handles.append(call_every(0.005, tick, map=socket_map))
+        await serving  # a map with only timers runs until they are all done
+
+    run(new_loop, main())
+    assert seen[0] == "from a coroutine"
+    assert sorted(seen[1:]) == ["first", "periodic done", "second"]
+    assert seen.index("first") < seen.index("second")
+
+
+def test_run_map_of_an_empty_map_returns_at_once(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    run(new_loop, run_map(socket_map))
+    assert _loop.existing_loop(socket_map) is None
+
+
+class FileReader(asyncore.file_dispatcher):
+    """Reads a file to its end (a regular file is always ready)."""
+
+    def __init__(self, fd: int, socket_map: Any) -> None:
+        super().__init__(fd, map=socket_map)
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.data += self.recv(4096)
+
+    def handle_close(self) -> None:
+        self.close()
+
+
+def test_run_map_reads_a_regular_file(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, tmp_path: Any
+) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(PAYLOAD[:50000])
+    with path.open("rb") as source:
+        reader = FileReader(source.fileno(), socket_map)  # epoll refuses regular files (EPERM)
+        run(new_loop, run_map(socket_map))
+    assert bytes(reader.data) == PAYLOAD[:50000]
+
+
+def test_interest_changes_from_coroutines_need_no_polling(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    late_mine, late_peer = socket.socketpair()
+    peer.setblocking(False)
+    late_peer.setblocking(False)
+    sender = EchoHandler(mine, map=socket_map)
+    late: List[Reader] = []
+
+    async def main() -> bytes:
+        bridge = attach(socket_map)
+        try:
+            event_loop = asyncio.get_running_loop()
+            await asyncio.sleep(0.01)
+            sender.send(PAYLOAD)  # more than the socket takes: the rest waits for WRITE
+            late.append(Reader(late_mine, socket_map))  # a channel added while attached
+            received = bytearray()
+            while len(received) < len(PAYLOAD):
+                received += await event_loop.sock_recv(peer, 65536)
+            await event_loop.sock_sendall(late_peer, b"to the late channel")
+            assert await late[0].wait_for(19) == b"to the late channel"
+            assert bridge._cancel_tick is None  # every channel pushes its interest: no polling
+        finally:
+            bridge.detach()
+        return bytes(received)
+
+    try:
+        assert run(new_loop, main()) == PAYLOAD
+    finally:
+        sender.close()
+        for channel in late:
+            channel.close()
+        late_mine.close()
+        peer.close()
+        late_peer.close()
+
+
+class FlagWriter(asyncore.dispatcher):
+    """A legacy channel that overrides writable(): only a pass can see its flag."""
+
+    def __init__(self, sock: socket.socket, socket_map: Any) -> None:
+        super().__init__(sock, map=socket_map)
+        self.pending = b""
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return bool(self.pending)
+
+    def handle_write(self) -> None:
+        sent = self.send(self.pending)
+        self.pending = self.pending[sent:]
+
+
+def test_channels_overriding_predicates_are_asked_every_poll_interval(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    peer.setblocking(False)
+    writer = FlagWriter(mine, socket_map)
+
+    async def main() -> bytes:
+        bridge = attach(socket_map, poll_interval=0.01)
+        await asyncio.sleep(0.02)
+        writer.pending = b"no interest_changed() call"  # no signal at all
+        data = await asyncio.get_running_loop().sock_recv(peer, 100)
+        bridge.detach()
+        return data
+
+    try:
+        assert run(new_loop, main()) == b"no interest_changed() call"
+    finally:
+        writer.close()
+        peer.close()
+
+
+def test_cancelling_run_map_hands_the_channels_back_to_asyncore_loop(
+    new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+    pending: List[str] = []
+    call_later(0.05, pending.append, "timer kept across the hand-over", map=socket_map)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(run_map(socket_map))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(new_loop, main())
+    state = _loop.existing_loop(socket_map)
+    assert state is not None and not isinstance(state.poller, AsyncioPoller) and state.pins == 0
+    assert reader._fileno is not None and socket_map.get(reader._fileno) is reader
+    assert reader.socket.fileno() >= 0
+    peer.sendall(b"after the hand-over")
+    peer.close()
+    asyncore.loop(timeout=LONG, map=socket_map, poller=poller_name)
+    assert bytes(reader.data) == b"after the hand-over"
+    assert pending == ["timer kept across the hand-over"]
+
+
+def test_exitnow_from_a_handler_is_raised_by_run_map(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map, fail_with=asyncore.ExitNow("leave the bridge"))
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(run_map(socket_map))
+        await asyncio.sleep(0.01)
+        peer.sendall(b"x")
+        await serving
+
+    try:
+        with pytest.raises(asyncore.ExitNow, match="leave the bridge"):
+            run(new_loop, main())
+        assert reader._fileno is not None and socket_map.get(reader._fileno) is reader  # detached, not closed
+        assert _loop.existing_loop(socket_map) is None
+    finally:
+        reader.close()
+        peer.close()
+
+
+def test_exitnow_from_a_timer_is_raised_by_run_map(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    def leave() -> None:
+        raise asyncore.ExitNow("timer leaves the bridge")
+
+    call_later(0.01, leave, map=socket_map)
+    later = call_later(LONG, print, map=socket_map)
+    with pytest.raises(asyncore.ExitNow, match="timer leaves the bridge"):
+        run(new_loop, run_map(socket_map))
+    state = _loop.existing_loop(socket_map)
+    assert state is not None and state.pins == 0 and not isinstance(state.poller, AsyncioPoller)
+    assert state.timers.next_deadline() == later.when  # the rest is kept for the next loop
+
+
+def test_a_failing_handler_closes_only_its_channel(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_mine, bad_peer = socket.socketpair()
+    bad = Reader(bad_mine, socket_map, fail_with=ValueError("one channel's bug"))
+    server = EchoServer(socket_map)
+
+    async def main() -> bytes:
+        serving = asyncio.ensure_future(run_map(socket_map))
+        bad_peer.sendall(b"boom")
+        reply = await _asyncio_echo_client(server.port, b"still served")
+        await serving
+        return reply
+
+    try:
+        assert run(new_loop, main()) == b"still served"
+        assert bad._fileno is None  # handle_error closed it
+        assert "ValueError'>:one channel's bug" in capsys.readouterr().out
+    finally:
+        bad_peer.close()
+
+
+def test_attach_and_detach(new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+
+    async def main() -> None:
+        bridge = attach(socket_map)
+        assert isinstance(bridge, MapBridge) and bridge.attached
+        with pytest.raises(RuntimeError, match="already served by another event loop"):
+            attach(socket_map)
+        with pytest.raises(RuntimeError, match="served by another event loop"):
+            asyncore.loop(timeout=0, map=socket_map, count=1, poller=poller_name)
+        peer.sendall(b"while attached")
+        await reader.wait_for(len(b"while attached"))
+        bridge.detach()
+        bridge.detach()  # idempotent
+        assert not bridge.attached
+
+    try:
+        run(new_loop, main())
+        peer.sendall(b"; then by loop()")
+        asyncore.loop(timeout=LONG, map=socket_map, poller=poller_name, count=1)
+        assert bytes(reader.data) == b"while attached; then by loop()"
+    finally:
+        reader.close()
+        peer.close()
+
+
+def test_attach_refuses_bad_arguments(socket_map: asyncore.SocketMap) -> None:
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        attach(socket_map)
+    event_loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="poll_interval must be a positive"):
+            attach(socket_map, loop=event_loop, poll_interval=0)
+        with pytest.raises(TypeError, match="poll_interval must be a number"):
+            attach(socket_map, loop=event_loop, poll_interval="1")  # type: ignore[arg-type]
+    finally:
+        event_loop.close()
+    assert _loop.existing_loop(socket_map) is None
+
+
+# == asyncio inside legacy code ==========================================================
+
+
+def test_asyncore_loop_runs_an_asyncio_server_for_a_dispatcher_client(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    host = hosted_event_loop(socket_map)
+    server = UpperServer()
+    port = run_coroutine(server.start(), socket_map)
+    client = SendingClient(socket_map, port, PAYLOAD, len(PAYLOAD))
+    while client._fileno is not None:  # asyncore.loop() is the main loop
+        asyncore.loop(timeout=LONG, map=socket_map, count=1)
+    run_coroutine(server.stop(connections=1), socket_map)
+    host.close()
+    assert bytes(client.received) == PAYLOAD.upper()
+    assert len(socket_map) == 0 and _loop.existing_loop(socket_map) is None
+
+
+def test_run_coroutine_runs_an_asyncio_client_of_an_asyncore_server(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    server = EchoServer(socket_map, connections=2)
+
+    async def clients() -> List[bytes]:
+        return list(
+            await asyncio.gather(
+                _asyncio_echo_client(server.port, PAYLOAD), _asyncio_echo_client(server.port, b"hi")
+            )
+        )
+
+    assert run_coroutine(clients(), socket_map) == [PAYLOAD, b"hi"]
+    assert not _hosted_loops()  # the loop made for the call was closed
+    asyncore.loop(timeout=LONG, map=socket_map)  # the handlers see the hang-ups and close
+    assert len(socket_map) == 0
+
+
+def test_run_coroutine_raises_the_coroutine_error_and_keeps_serving(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+
+    async def fails() -> None:
+        await asyncio.sleep(0.01)
+        peer.sendall(b"served meanwhile")
+        await reader.wait_for(len(b"served meanwhile"))  # the dispatcher is served meanwhile
+        raise KeyError("from the coroutine")
+
+    try:
+        with pytest.raises(KeyError, match="from the coroutine"):
+            run_coroutine(fails(), socket_map)
+        assert bytes(reader.data) == b"served meanwhile"
+    finally:
+        reader.close()
+        peer.close()
+
+
+def test_run_coroutine_propagates_cancellation(default_poller: str, socket_map: asyncore.SocketMap) -> None:
+    async def cancelled() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().call_later(0.01, task.cancel)
+        await asyncio.sleep(LONG)
+
+    with pytest.raises(asyncio.CancelledError):
+        run_coroutine(cancelled(), socket_map)
+
+
+def test_waiting_for_asyncio_timers_is_not_a_busy_loop(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    passes: List[int] = []
+
+    class Counting(Reader):
+        def readable(self) -> bool:  # asked once per pass (at most twice in the first)
+            passes.append(1)
+            return True
+
+    mine, peer = socket.socketpair()
+    counter = Counting(mine, socket_map)
+    try:
+        assert run_coroutine(asyncio.sleep(0.2, result="slept"), socket_map) == "slept"
+        # a loop spinning for 0.2 s would make thousands of passes
+        assert len(passes) < 25
+    finally:
+        counter.close()
+        peer.close()
+
+
+def test_gui_hook_never_blocks_on_a_hosted_loop(default_poller: str, socket_map: asyncore.SocketMap) -> None:
+    host = hosted_event_loop(socket_map)
+    fired: List[str] = []
+    handle = host.call_later(LONG, fired.append, "too late")
+    try:
+        for _ in range(5):  # a GUI timer calling the idle hook
+            asyncore.loop(timeout=0, map=socket_map, count=1)
+        assert fired == []
+        task = host.create_task(asyncio.sleep(0, result="stepped"))
+        while not task.done():
+            asyncore.loop(timeout=0, map=socket_map, count=1)
+        assert task.result() == "stepped"
+    finally:
+        handle.cancel()
+        host.close()
+
+
+def test_another_thread_can_submit_work(default_poller: str, socket_map: asyncore.SocketMap) -> None:
+    host = hosted_event_loop(socket_map)
+    results: List[Any] = []
+
+    def submit() -> None:
+        future = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, result="from a thread"), host)
+        results.append(future.result(timeout=10))
+
+    worker = threading.Thread(target=submit)
+    worker.start()
+    try:
+        while worker.is_alive():  # the self-pipe wakes the map's poller
+            asyncore.loop(timeout=0.5, map=socket_map, count=1)
+        worker.join()
+        assert results == ["from a thread"]
+    finally:
+        host.close()
+
+
+def test_hosting_rules(socket_map: asyncore.SocketMap) -> None:
+    host = hosted_event_loop(socket_map)
+    try:
+        assert hosted_event_loop(socket_map) is host
+        with pytest.raises(RuntimeError, match="already hosts"):
+            HostedEventLoop(socket_map)
+        assert host.hosted and len(socket_map) == 1
+    finally:
+        host.close()
+    assert host not in _hosted_loops() and len(socket_map) == 0 and host.is_closed()
+    assert _loop.existing_loop(socket_map) is None
+    selector = selectors.SelectSelector()
+    try:
+        with pytest.raises(ValueError, match="SelectSelector has no fd to wait on"):
+            HostedEventLoop(socket_map, selector)
+    finally:
+        selector.close()
+
+
+def test_run_coroutine_refuses_a_running_loop(socket_map: asyncore.SocketMap) -> None:
+    async def nested() -> None:
+        with pytest.raises(RuntimeError, match="cannot be called from a running asyncio loop"):
+            run_coroutine(asyncio.sleep(0), socket_map)  # closed, not left unawaited
+
+    asyncio.run(nested())
+
+
+def test_a_map_is_either_bridged_or_hosting(socket_map: asyncore.SocketMap) -> None:
+    async def bridged() -> None:
+        bridge = attach(socket_map)
+        try:
+            with pytest.raises(RuntimeError, match="served by an asyncio bridge"):
+                HostedEventLoop(socket_map)
+            coro = asyncio.sleep(0)
+            with pytest.raises(RuntimeError):
+                run_coroutine(coro, socket_map)
+        finally:
+            bridge.detach()
+
+    asyncio.run(bridged())
+    host = HostedEventLoop(socket_map)
+
+    async def hosting() -> None:
+        with pytest.raises(RuntimeError, match="hosts an asyncio event loop"):
+            attach(socket_map)
+
+    try:
+        asyncio.run(hosting())
+    finally:
+        host.close()

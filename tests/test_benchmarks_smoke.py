@@ -1,0 +1,190 @@
+"""The benchmark suite works: a ``--quick`` run end to end, and its checking parts.
+
+No figure is asserted: speed is never a unit-test matter.  What is asserted
+is that every scenario ran against every contender, that the client catches
+a wrong byte, and that the line splitters agree on what they were sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from typing import List
+
+import pytest
+
+import pollers
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks import clients, protocol, report  # noqa: E402
+from benchmarks.other_servers import LineSplitter  # noqa: E402
+from benchmarks.processes import BenchError, cpu_seconds, find_python311  # noqa: E402
+from benchmarks.scenarios import SCENARIOS, Row  # noqa: E402
+
+needs_posix = pytest.mark.skipif(os.name != "posix", reason="the suite forks and uses resource limits")
+
+
+@needs_posix
+@pytest.mark.timeout(300)
+def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    plot = tmp_path / "idle.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(results), "--plot", str(plot)],
+        cwd=str(REPO), capture_output=True, text=True, timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(results.read_text())["rows"]
+    assert {row["scenario"] for row in rows} >= {"echo", "idle", "memory", "lines", "bulk in",
+                                                  "bulk out", "latency", "workers"}
+    failed = [(row["label"], row["case"], row["error"]) for row in rows if row["error"]]
+    assert failed == []  # the quick sizes stay below every select() limit
+    assert all(row["value"] > 0 for row in rows)
+    labels = {row["label"] for row in rows}
+    ours = {f"ours {name}" for name in pollers.available()}
+    assert {"selectors loop (floor)", "asyncio Protocol"} | ours <= labels
+    if find_python311():
+        assert {"3.11 asyncore select", "3.11 asyncore poll"} <= labels
+    assert "Targets" in done.stdout
+    _check_plot(plot, done.stderr)
+
+
+def _check_plot(plot: Path, stderr: str) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in stderr
+        assert not plot.exists()
+    else:
+        assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_only_rejects_an_unknown_scenario() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "echo,nonsense"],
+        cwd=str(REPO), capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert "unknown scenario nonsense" in done.stderr
+
+
+# -- the checking parts, without servers ------------------------------------------------
+
+
+def test_client_rejects_a_wrong_echo() -> None:
+    mine, server_side = socket.socketpair()
+    try:
+        message = protocol.echo_messages()[0]
+        server_side.sendall(message[:-2] + b"?\n")  # waiting before the client even sends
+        mine.setblocking(False)
+        with pytest.raises(BenchError, match="wrong echo"):
+            clients.exchange_all([mine], [message])
+    finally:
+        mine.close()
+        server_side.close()
+
+
+def test_client_accepts_an_echo_split_in_pieces() -> None:
+    mine, server_side = socket.socketpair()
+    try:
+        message = protocol.echo_messages()[5]
+        mine.setblocking(False)
+        server_side.sendall(message[:10])
+        server_side.sendall(message[10:])
+        clients.exchange_all([mine], [message])
+        assert server_side.recv(100) == message  # what the client sent
+    finally:
+        mine.close()
+        server_side.close()
+
+
+def test_read_exactly_reports_an_early_close() -> None:
+    mine, server_side = socket.socketpair()
+    try:
+        server_side.sendall(b"abc")
+        server_side.close()
+        with pytest.raises(BenchError, match="closed"):
+            clients.read_exactly(mine, b"abcdef")
+    finally:
+        mine.close()
+
+
+def _split_everywhere(payload: bytes, step: int) -> List[bytes]:
+    return [payload[i:i + step] for i in range(0, len(payload), step)]
+
+
+@pytest.mark.parametrize("step", [1, 7, 100, 4096])
+def test_splitter_summary_matches_the_expected_one(step: int) -> None:
+    payload = protocol.lines_payload(300, 100)
+    splitter = LineSplitter()
+    replies = [r for chunk in _split_everywhere(payload + b"END\n", step) for r in splitter.feed(chunk)]
+    assert replies == [protocol.expected_summary(payload.replace(b"\n", b""), 300)]
+
+
+def test_sink_commands() -> None:
+    sink = protocol.LineSink()
+    assert sink.on_line(b"E123") == b"E123\n"
+    assert sink.on_line(b"PREP 1000") == b"OK\n"
+    assert sink.on_line(b"PUSH") == protocol.pattern(1000)
+    assert sink.on_line(b"data") is None
+    assert sink.on_line(b"END") == b"1 %d\n" % zlib.crc32(b"data")
+    assert sink.on_line(b"END") == b"0 0\n"  # counters were reset
+
+
+def test_payloads_have_the_asked_shape() -> None:
+    payload = protocol.lines_payload(50, 100)
+    lines = payload.split(b"\n")[:-1]
+    assert len(lines) == 50 and {len(line) for line in lines} == {99}
+    assert len(set(lines)) == 50  # distinct, so a lost or repeated line changes the CRC
+    assert b"\n" not in protocol.pattern(100_000) and len(protocol.pattern(100_000)) == 100_000
+    with pytest.raises(ValueError, match="at least 13 bytes"):
+        protocol.lines_payload(1, 12)
+
+
+def test_ratios_and_verdicts() -> None:
+    def row(scenario: str, label: str, family: str, value: float, **kw: object) -> Row:
+        return Row(scenario, "case", label, family, "unit", value=value, **kw)  # type: ignore[arg-type]
+
+    rows = [
+        row("echo", "floor", "floor", 100.0, per_cpu=200.0, basis="per_cpu"),
+        row("echo", "ours epoll", "ours", 90.0, per_cpu=190.0, basis="per_cpu"),
+        row("echo", "3.11 asyncore poll", "stdlib", 50.0, per_cpu=150.0, basis="per_cpu"),
+        row("echo", "3.11 asyncore select", "stdlib", 40.0, per_cpu=180.0, basis="per_cpu"),
+        row("lines", "floor", "floor", 100.0, per_cpu=100.0, basis="per_cpu"),
+        row("lines", "ours epoll", "ours", 60.0, per_cpu=50.0, basis="per_cpu"),
+        row("memory", "ours epoll", "ours", 36.0, higher_is_better=False),
+        row("memory", "3.11 asyncore select", "stdlib", 20.0, higher_is_better=False),
+        row("memory", "3.11 asyncore poll", "stdlib", 30.0, higher_is_better=False),
+    ]
+    results = {text: (value, verdict) for text, value, verdict in report.targets(rows, "ours epoll")}
+
+    def verdict(prefix: str) -> object:
+        return next(found for text, found in results.items() if text.startswith(prefix))
+
+    assert verdict("echo: ours >= 0.95") == (pytest.approx(0.95), "met")
+    assert verdict("echo: ours >= 1.00") == (pytest.approx(190 / 180), "met")  # best 3.11: select
+    assert verdict("lines") == (pytest.approx(0.5), "NOT met")
+    assert verdict("memory") == (pytest.approx(1.2), "met")  # held against poll, not select
+    assert not any(text.startswith("idle") for text in results)  # not measured: not judged
+    text = report.table(rows)
+    assert "failed" not in text and "0.95" in text
+
+
+def test_cpu_time_of_this_process_is_read() -> None:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc here")
+    used = cpu_seconds([os.getpid()])
+    assert used is not None and used > 0
+
+
+def test_every_scenario_is_documented() -> None:
+    page = (REPO / "docs" / "performance.rst").read_text()
+    for name in SCENARIOS:
+        assert f"``{name}``" in page
