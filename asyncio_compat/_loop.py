@@ -84,11 +84,19 @@ def _interest_function(obj: Any) -> Optional[Callable[[Any], int]]:
         if found is None and readable in _PUSHED_PREDICATES and writable in _PUSHED_PREDICATES:
             found = wanted_events
         _interest_cache[cls] = found
-    if found is not None:
-        inst = getattr(obj, "__dict__", None)
-        if inst and ("readable" in inst or "writable" in inst):
-            return None  # predicates patched onto the instance: ask every pass
+    if found is not None and not _predicates_are_the_class_ones(obj, cls):
+        return None  # predicates patched onto the instance: ask every pass
     return found
+
+
+def _predicates_are_the_class_ones(obj: Any, cls: type) -> bool:
+    # Compares bound methods instead of looking into obj.__dict__: touching
+    # __dict__ materialises it, and CPython then stops specialising attribute
+    # access on the instance (measured: ~30% more instructions per event).
+    return (
+        getattr(obj.readable, "__func__", None) is getattr(cls, "readable", None)
+        and getattr(obj.writable, "__func__", None) is getattr(cls, "writable", None)
+    )
 
 
 def _pushes(obj: Any) -> bool:
@@ -102,6 +110,9 @@ class SocketMap(Dict[int, Any]):
     changed, so a pass over a ``SocketMap`` costs O(active channels); a plain
     dict works too but is compared in full on every pass.
     """
+
+    # no instance __dict__: keeps method lookups on the hot path cheap
+    __slots__ = ("_changed",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
@@ -357,23 +368,40 @@ class MapLoop:
     def _deliver(self, ready: List[Tuple[int, int]], poll_semantics: bool) -> None:
         owners = self.owners
         socket_map = self.map
+        owner_now = socket_map.get
         poller = self.poller
         # A channel that just handled an event may want something else now:
         # look at once.  (Polled channels are asked next pass anyway, and an
         # untracked map is compared in full.)
         interest_of = self.interest_of if self.tracked else {}
+        registered = poller.masks
         # bind each event to its owner now: handlers may close and reuse fds
         for fd, obj, flags in [(fd, owners.get(fd), flags) for fd, flags in ready]:
-            if obj is None or socket_map.get(fd) is not obj:
+            if obj is None or owner_now(fd) is not obj:
                 continue
-            if poll_semantics:
+            if flags == READ:
+                # the common case, inline: same outcome as either dispatch
+                try:
+                    obj.handle_read_event()
+                except _reraised_exceptions:
+                    raise
+                except OSError as exc:
+                    if poll_semantics and exc.errno in _DISCONNECTED:
+                        obj.handle_close()
+                    else:
+                        obj.handle_error()
+                except BaseException:
+                    obj.handle_error()
+            elif poll_semantics:
                 dispatch(obj, flags, fd, socket_map)
             else:
                 dispatch_select_style(obj, flags, fd, socket_map, poller)
             interest = interest_of.get(fd)
-            if interest is not None and socket_map.get(fd) is obj:
+            if interest is not None and owner_now(fd) is obj:
                 try:
-                    poller.set_mask(fd, interest(obj))
+                    events = interest(obj)
+                    if events != registered.get(fd):
+                        poller.set_mask(fd, events)
                 except Exception:
                     self._apply_interest(fd, obj)  # the slow path sorts errors out
 

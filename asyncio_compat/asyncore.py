@@ -234,6 +234,11 @@ class dispatcher:
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[SocketMapType] = None) -> None:
         self._map = _default_map(map)
         self._fileno = None
+        # Per-instance copies of the class defaults: CPython 3.11 specialises
+        # attribute reads only for instance attributes, and the loop reads
+        # these on every event.  A value a subclass set before calling us wins.
+        self.accepting = self.accepting
+        self.connecting = self.connecting
         if not sock:
             self.socket = None
             return
@@ -606,12 +611,15 @@ class dispatcher_with_send(dispatcher):
 
 
 def _dispatcher_interest(obj: dispatcher) -> int:
-    return _INPUT if obj.accepting else _ALL
+    if obj.accepting:
+        # a listener pausing after accept() ran out of fds watches nothing
+        return 0 if obj._accept_paused else _INPUT
+    return _ALL
 
 
 def _with_send_interest(obj: dispatcher_with_send) -> int:
     if obj.accepting:
-        return _INPUT
+        return 0 if obj._accept_paused else _INPUT
     return _ALL if (obj.out_buffer or not obj.connected) else _INPUT
 
 

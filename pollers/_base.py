@@ -184,6 +184,15 @@ class Poller:
         else:
             self.register(fd, events)
 
+    @property
+    def masks(self) -> Dict[int, int]:
+        """fd -> registered mask, the poller's own table: read it, never change it.
+
+        For event loops that compare a wanted mask before calling
+        :meth:`set_mask` on their hottest path.
+        """
+        return self._wanted
+
     def set_mask(self, fd: int, events: int) -> None:
         """:meth:`update` for callers that pass a plain fd number and a valid mask.
 
