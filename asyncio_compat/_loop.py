@@ -27,7 +27,7 @@ import pollers
 from pollers import ERR, HUP, NVAL, PRI, READ, WRITE, Poller
 
 from . import _timers
-from ._errors import ExitNow, _reraised_exceptions
+from ._errors import _reraised_exceptions
 
 _DISCONNECTED: FrozenSet[int] = frozenset(
     {ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF}
@@ -127,7 +127,7 @@ class SocketMap(Dict[int, Any]):
         dict.__delitem__(self, fd)
         self._changed.add(fd)
 
-    def pop(self, fd: int, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, fd: int, *default: Any) -> Any:
         value = dict.pop(self, fd, *default)
         self._changed.add(fd)
         return value
@@ -150,7 +150,7 @@ class SocketMap(Dict[int, Any]):
             self[fd] = default
         return dict.__getitem__(self, fd)
 
-    def __ior__(self, other: Any) -> "SocketMap":  # type: ignore[override,misc]
+    def __ior__(self, other: Any) -> SocketMap:  # type: ignore[override,misc]
         self.update(other)
         return self
 
@@ -487,7 +487,8 @@ class _Untracked:
         return self._map.get(fd)
 
     def items(self) -> Iterable[Tuple[int, Any]]:
-        return self._map.items()
+        items: Iterable[Tuple[int, Any]] = self._map.items()
+        return items
 
 
 def poller_class_for(use_poll: bool, poller: Any) -> Type[Poller]:

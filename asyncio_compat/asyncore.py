@@ -18,7 +18,10 @@ import socket
 import sys
 import time  # asyncore.time is part of the 3.11 namespace too
 import warnings
-from errno import (
+
+# The errno names are part of asyncore's namespace in 3.11: code imports
+# them from here (ECONNRESET, EPIPE, ESHUTDOWN among them).
+from errno import (  # noqa: F401
     EAGAIN,
     EALREADY,
     EBADF,
@@ -41,12 +44,12 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
 
 from pollers import ERR, HUP, NVAL, PRI, READ, WRITE
 
-_INPUT = READ | PRI  # what readable() asks for
-_ALL = READ | PRI | WRITE
-
 from . import _loop
 from ._errors import ExitNow, _reraised_exceptions
 from ._loop import _DISCONNECTED, SocketMap, pushes_interest, register_fast_interest
+
+_INPUT = READ | PRI  # what readable() asks for
+_ALL = READ | PRI | WRITE
 
 ExitNow.__module__ = "asyncore"
 
@@ -628,7 +631,10 @@ register_fast_interest(dispatcher.readable, dispatcher.writable, _dispatcher_int
 register_fast_interest(dispatcher.readable, dispatcher_with_send.writable, _with_send_interest)
 
 
-def compact_traceback() -> Tuple[Tuple[str, str, str], Optional[Type[BaseException]], Optional[BaseException], str]:
+_TracebackSummary = Tuple[Tuple[str, str, str], Optional[Type[BaseException]], Optional[BaseException], str]
+
+
+def compact_traceback() -> _TracebackSummary:
     """``((file, function, line), type, value, info)`` for the exception being handled.
 
     ``info`` lists every frame as ``[file|function|line]``.  Raises
@@ -683,7 +689,7 @@ if os.name == "posix":
 
         def __del__(self) -> None:
             if self.fd >= 0:
-                warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+                warnings.warn(f"unclosed file {self!r}", ResourceWarning, stacklevel=2, source=self)
             self.close()
 
         def recv(self, *args: Any) -> bytes:

@@ -12,8 +12,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 
 import pollers
-from asyncio_compat import SocketMap, _loop
-from asyncio_compat import asyncore
+from asyncio_compat import SocketMap, _loop, asyncore
 
 pytestmark = pytest.mark.timeout(60)
 

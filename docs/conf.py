@@ -1,0 +1,39 @@
+"""Sphinx configuration for the asyncio-compat documentation.
+
+Build with ``tox -e docs`` or ``sphinx-build -W -b html docs docs/_build/html``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Document the source tree next to this folder, whether or not it is installed.
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+import asyncio_compat  # noqa: E402  (needs the path above)
+
+# The compatibility classes say __module__ == "asyncore" so that their reprs
+# read as in 3.11.  autodoc looks their source up under that name; install()
+# makes the name ours, or on 3.11 and older it would read the stdlib's file.
+asyncio_compat.install()
+
+project = "asyncio-compat"
+author = "asyncio-compat contributors"
+copyright = "asyncio-compat contributors"
+release = asyncio_compat.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+]
+
+exclude_patterns = ["_build"]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+
+html_theme = "alabaster"
+html_title = f"asyncio-compat {release}"
