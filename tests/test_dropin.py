@@ -29,7 +29,7 @@ import asyncio_compat
 
 ROOT = Path(__file__).resolve().parent.parent
 # what the wheel is built from; tests, docs and the rest stay out of it
-SOURCES = ("pyproject.toml", "asyncio_compat", "pollers", "shims")
+SOURCES = ("pyproject.toml", "README.md", "asyncio_compat", "pollers", "shims")
 VENV_VERSIONS = ("3.12", "3.13")
 
 
