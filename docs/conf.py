@@ -37,3 +37,27 @@ autodoc_preserve_defaults = True
 
 html_theme = "alabaster"
 html_title = f"asyncio-compat {release}"
+
+# Our compatibility classes say __module__ = "asyncore", "asynchat" or
+# "socketserver", so viewcode would otherwise show the standard library's
+# module of that name as their "[source]".  Point it at ours.
+_OUR_MODULES = {
+    "asyncore": "asyncio_compat.asyncore",
+    "asynchat": "asyncio_compat.asynchat",
+    "socketserver": "asyncio_compat.socketserver",
+}
+
+
+def _our_source(app: object, modname: str) -> object:
+    target = _OUR_MODULES.get(modname)
+    if target is None:
+        return None
+    from sphinx.pycode import ModuleAnalyzer
+
+    analyzer = ModuleAnalyzer.for_module(target)
+    analyzer.find_tags()
+    return analyzer.code, analyzer.tags
+
+
+def setup(app: object) -> None:
+    app.connect("viewcode-find-source", _our_source)  # type: ignore[attr-defined]
