@@ -40,3 +40,8 @@ def test_cpython_asyncore_suite(poller_name: str) -> None:
 def test_cpython_socketserver_suite(poller_name: str) -> None:
     # 3.11's file on 3.9-3.11, the interpreter's own file from 3.12 on
     run_suite("test_socketserver", poller_name)
+
+
+@pytest.mark.timeout(300)
+def test_cpython_asynchat_suite(poller_name: str) -> None:
+    run_suite("test_asynchat", poller_name)

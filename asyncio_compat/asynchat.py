@@ -1,0 +1,368 @@
+"""A drop-in ``asynchat``: CPython 3.11's ``async_chat`` on the asyncio-compat loop.
+
+An ``async_chat`` channel reads a byte stream, cuts it at a *terminator*
+(``set_terminator``) and calls ``collect_incoming_data(data)`` for each piece
+of a message and ``found_terminator()`` at its end.  Output is queued with
+``push`` and ``push_with_producer`` and sent as the socket takes it.
+
+The terminator search lives in the sans-IO :mod:`asyncio_compat._framing`
+module; its cost is linear in the bytes received.  Differences from 3.11 are
+listed in the documentation (``docs/asynchat.rst``).
+"""
+
+# The lower-case class names are CPython's public API; they keep their
+# spelling for compatibility.
+# ruff: noqa: N801
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import Any, Deque, List, Optional, Union
+
+from . import asyncore
+from ._framing import Framer, Terminator, find_prefix_at_end
+from ._loop import pushes_interest
+
+__all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+# Largest remainder of a partly sent item that send() is given as a bytes
+# copy rather than as a memoryview (the default ac_out_buffer_size).
+_COPY_AT_MOST = 65536
+
+
+def _byte_view(data: memoryview) -> memoryview:
+    """``data`` as a flat view of bytes, so that ``len()`` counts bytes."""
+    if data.ndim == 1 and data.itemsize == 1:
+        return data
+    if data.c_contiguous:
+        return data.cast("B")
+    return memoryview(data.tobytes())
+
+
+def _rest(item: Any, sent: int) -> memoryview:
+    """What is left of ``item`` after ``sent`` bytes, without copying it when possible.
+
+    A bytearray is copied once (a view would stop its owner from resizing it).
+    """
+    if isinstance(item, (bytes, memoryview)):
+        return memoryview(item)[sent:]
+    return memoryview(bytes(item[sent:]))
+
+
+class async_chat(asyncore.dispatcher):
+    """A channel for command/response protocols: frames input, queues output.
+
+    Subclasses implement :meth:`collect_incoming_data` (or alias it to
+    :meth:`_collect_incoming_data`) and :meth:`found_terminator`, and call
+    :meth:`set_terminator` before data arrives.  Reading a channel that never
+    set a terminator calls ``handle_error`` (AttributeError), as in 3.11.
+    """
+
+    __module__ = "asynchat"
+
+    #: how many bytes one ``recv()`` asks for
+    ac_in_buffer_size = 65536
+    #: the largest piece one ``send()`` is given; ``push`` splits data by it
+    ac_out_buffer_size = 65536
+
+    #: when true, str terminators and str output from producers are encoded
+    #: with ``encoding``; off by default because str there is usually a bug
+    use_encoding = 0
+    #: the codec ``use_encoding`` applies
+    encoding = "latin-1"
+
+    terminator: Any  # set by set_terminator(); an int one counts down
+    incoming: List[Any]  # pieces kept by _collect_incoming_data
+    producer_fifo: Deque[Any]  # bytes-likes, producers, and None (= close)
+    _framer: Optional[Framer] = None  # the input side; created on first use
+
+    def __init__(
+        self, sock: Optional[socket.socket] = None, map: Optional[asyncore.SocketMapType] = None
+    ) -> None:
+        self._framer = Framer()
+        self.incoming = []
+        self.producer_fifo = deque()
+        super().__init__(sock, map)
+
+    # -- input ------------------------------------------------------------------
+
+    @property
+    def ac_in_buffer(self) -> bytes:
+        """Received bytes not yet handed to the collect/found methods.
+
+        Between reads this is at most a partial terminator.  Assigning to it
+        replaces those bytes; during ``handle_read`` the replacement is what
+        the rest of the read works on, as in 3.11.
+        """
+        return self._inbound().pending
+
+    @ac_in_buffer.setter
+    def ac_in_buffer(self, data: bytes) -> None:
+        self._inbound().pending = data
+
+    def _inbound(self) -> Framer:
+        framer = self._framer
+        if framer is None:
+            # a subclass that skipped async_chat.__init__
+            framer = self._framer = Framer()
+        return framer
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        """Called with each piece of the current message; subclasses must override.
+
+        Raises NotImplementedError.
+        """
+        raise NotImplementedError("must be implemented in subclass")
+
+    def _collect_incoming_data(self, data: bytes) -> None:
+        """A ready-made collector: keeps the pieces in ``incoming``."""
+        self.incoming.append(data)
+
+    def _get_data(self) -> bytes:
+        """The pieces kept in ``incoming``, joined; ``incoming`` is emptied."""
+        joined = b"".join(self.incoming)
+        self.incoming.clear()
+        return joined
+
+    def found_terminator(self) -> None:
+        """Called at the end of each message; subclasses must override.
+
+        Raises NotImplementedError.
+        """
+        raise NotImplementedError("must be implemented in subclass")
+
+    def set_terminator(self, term: Union[Terminator, str]) -> None:
+        """Set what ends a message: bytes, a byte count, or None.
+
+        * bytes (any length): the message ends where they appear; they are
+          not passed to ``collect_incoming_data``;
+        * an int: the message is that many bytes (``get_terminator()`` counts
+          down as they arrive and reads 0 at the end);
+        * ``None``, ``b""`` or 0: no end; everything is collected.
+
+        A str is encoded with ``encoding`` when ``use_encoding`` is set;
+        otherwise it is kept and the next read fails with TypeError (as in
+        3.11).  Raises ValueError for a negative int.
+        """
+        if isinstance(term, str) and self.use_encoding:
+            term = term.encode(self.encoding)
+        elif isinstance(term, int) and term < 0:
+            raise ValueError(f"the number of bytes to read cannot be negative: {term}")
+        self.terminator = term
+
+    def get_terminator(self) -> Any:
+        """The current terminator; raises AttributeError if none was ever set."""
+        return self.terminator
+
+    def handle_read(self) -> None:
+        """Receive up to ``ac_in_buffer_size`` bytes and frame them.
+
+        A recv() that would block is ignored; any other OSError goes to
+        ``handle_error``.  Exceptions from the collect/found methods or a bad
+        terminator propagate to the loop (which calls ``handle_error``); the
+        bytes handed out before that are consumed.
+        """
+        try:
+            # bytes, or str from a file-like "socket" under use_encoding
+            data: Any = self.recv(self.ac_in_buffer_size)
+        except OSError as exc:
+            # a spurious wake-up leaves nothing to read: not an error
+            if not isinstance(exc, BlockingIOError):
+                self.handle_error()
+            return
+        if isinstance(data, str) and self.use_encoding:
+            # 3.11 encoded the type ``str`` here instead of the data
+            data = data.encode(self.encoding)
+        framer = self._framer
+        if framer is None:
+            framer = self._inbound()
+        framer.receive(data, self)
+
+    def handle_close(self) -> None:
+        """Close the channel (no warning, unlike ``dispatcher``)."""
+        self.close()
+
+    @pushes_interest
+    def readable(self) -> bool:
+        """Always true: input is read as it comes."""
+        return True
+
+    @pushes_interest
+    def writable(self) -> bool:
+        """True while output is queued, or until the socket is connected."""
+        return bool(self.producer_fifo) or not self.connected
+
+    # -- output -----------------------------------------------------------------
+
+    def push(self, data: Union[bytes, bytearray, memoryview]) -> None:
+        """Queue ``data`` for sending and send what the socket takes now.
+
+        Data longer than ``ac_out_buffer_size`` is queued in pieces of that
+        size.  Raises TypeError for anything that is not bytes-like (str
+        included: encode it first).
+        """
+        if not isinstance(data, _BYTES_LIKE):
+            raise TypeError(f"push() takes bytes-like data, not {type(data).__name__}")
+        if isinstance(data, memoryview):
+            data = _byte_view(data)
+        limit = self.ac_out_buffer_size
+        size = len(data)
+        if size > limit:
+            self.producer_fifo.extend(data[i:i + limit] for i in range(0, size, limit))
+        else:
+            self.producer_fifo.append(data)
+        self.initiate_send()
+
+    def push_with_producer(self, producer: Any) -> None:
+        """Queue a producer (an object whose ``more()`` returns the next bytes,
+        and empty bytes when it is exhausted) and start sending."""
+        self.producer_fifo.append(producer)
+        self.initiate_send()
+
+    def close_when_done(self) -> None:
+        """Close the channel once everything queued before this call is sent."""
+        self.producer_fifo.append(None)
+        self.interest_changed()
+
+    def discard_buffers(self) -> None:
+        """Drop all pending input and queued output (for emergencies)."""
+        self._inbound().reset()
+        self.incoming.clear()
+        self.producer_fifo.clear()
+        self.interest_changed()
+
+    def handle_write(self) -> None:
+        """The socket has room: send more (through ``initiate_send``)."""
+        self.initiate_send()
+
+    def initiate_send(self) -> None:
+        """Make one ``send()`` from the head of ``producer_fifo``, if connected.
+
+        Producers are asked for ``more()``; a ``None`` closes the channel.
+        Small byte items go out together, up to ``ac_out_buffer_size`` bytes;
+        a partly sent item stays queued as a memoryview, not a copy.  OSError
+        from ``send()`` goes to ``handle_error``; TypeError for str output
+        without ``use_encoding`` propagates."""
+        fifo = self.producer_fifo
+        try:
+            while fifo and self.connected:
+                head = fifo[0]
+                if type(head) is not bytes or not head:
+                    ready = self._ready_head(fifo, head)
+                    if not ready:
+                        if ready is None:
+                            return  # closed by close_when_done()
+                        continue
+                limit = self.ac_out_buffer_size
+                alone = len(head) >= limit or len(fifo) == 1
+                data, count = (head[:limit], 1) if alone else _gather(fifo, limit)
+                if type(data) is memoryview and len(data) <= _COPY_AT_MOST:
+                    data = data.tobytes()  # send() overrides expect bytes, as 3.11 gave
+                try:
+                    sent = self.send(data)
+                except OSError:
+                    self.handle_error()
+                    return
+                if sent:
+                    if count == 1 and sent >= len(head):
+                        fifo.popleft()
+                    else:
+                        _consume(fifo, head, data, count, sent)
+                return
+        finally:
+            # output left: the loop must wait for room to write.  An emptied FIFO
+            # goes unreported: one needless write event at most, cheaper than a report per push
+            if fifo:
+                self.interest_changed()
+
+    def _ready_head(self, fifo: Deque[Any], head: Any) -> Optional[bool]:
+        """True if ``head`` can be sent as it is.  Otherwise changes the FIFO
+        and returns False (an empty item dropped, a str encoded, a producer
+        asked for more) or None (``None`` met: the channel was closed)."""
+        if head is None:
+            fifo.popleft()
+            self.handle_close()
+            return None
+        if isinstance(head, _BYTES_LIKE):
+            if head:
+                return True
+            fifo.popleft()
+            return False
+        if isinstance(head, str):
+            if not self.use_encoding:
+                raise TypeError("producer_fifo holds a str: encode it, or set use_encoding")
+            fifo[0] = head.encode(self.encoding)
+            return False
+        if not hasattr(head, "more"):
+            return True  # sliceable data of another type, sent as is (as 3.11 did)
+        data = head.more()
+        if data:
+            fifo.appendleft(data)
+        else:
+            fifo.popleft()
+        return False
+
+
+def _gather(fifo: Deque[Any], limit: int) -> Any:
+    """``(data, count)``: the first ``count`` byte items of ``fifo`` joined,
+    at most ``limit`` bytes (the first item alone when the next does not fit)."""
+    parts = []
+    total = 0
+    for item in fifo:
+        if not isinstance(item, _BYTES_LIKE) or total + len(item) > limit:
+            break
+        parts.append(item)
+        total += len(item)
+    if len(parts) <= 1:
+        return fifo[0], 1
+    return b"".join(parts), len(parts)
+
+
+def _consume(fifo: Deque[Any], head: Any, data: Any, count: int, sent: int) -> None:
+    """Drop what ``send()`` took of ``data``, made of the ``count`` items at
+    the head of ``fifo`` (the first of which is ``head``)."""
+    if count == 1:
+        fifo[0] = _rest(head, sent)  # a whole item sent is dropped by the caller
+        return
+    for _ in range(count):
+        fifo.popleft()
+    if sent < len(data):
+        # keep the unsent part as one item so it is not joined again
+        fifo.appendleft(memoryview(data)[sent:])
+
+
+class simple_producer:
+    """A producer over a bytes object, handing it out ``buffer_size`` at a time."""
+
+    __module__ = "asynchat"
+
+    def __init__(self, data: Any, buffer_size: int = 512) -> None:
+        self._data = data
+        self._offset = 0  # bytes of _data already handed out
+        self.buffer_size = buffer_size
+
+    @property
+    def data(self) -> Any:
+        """What has not been handed out yet."""
+        if self._offset:
+            return self._data[self._offset:]
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
+        self._offset = 0
+
+    def more(self) -> Any:
+        """The next piece (at most ``buffer_size``); ``b""`` once exhausted."""
+        start = self._offset
+        end = start + self.buffer_size
+        if len(self._data) > end:
+            self._offset = end
+            return self._data[start:end]
+        rest = self._data[start:] if start else self._data
+        self.data = b""
+        return rest
