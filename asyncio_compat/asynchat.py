@@ -20,9 +20,13 @@ import socket
 from collections import deque
 from typing import Any, Deque, List, Optional, Union
 
+from pollers import PRI, READ, WRITE
+
 from . import asyncore
 from ._framing import Framer, Terminator, find_prefix_at_end
-from ._loop import pushes_interest
+from ._loop import pushes_interest, register_fast_interest
+
+_INPUT = READ | PRI
 
 __all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
 
@@ -74,10 +78,26 @@ class async_chat(asyncore.dispatcher):
     #: the codec ``use_encoding`` applies
     encoding = "latin-1"
 
+    #: opt-in cap on the bytes of one incoming message (None: unlimited, as in
+    #: 3.11); crossing it calls :meth:`handle_message_too_large`
+    max_message_size: Optional[int] = None
+    #: opt-in back-pressure: while more than this many bytes of output are
+    #: queued, the channel stops reading (None: never, as in 3.11).  Nothing
+    #: is dropped: push() still queues.  The check runs as output is queued,
+    #: and reading stops after the current read, so the answers to one read
+    #: (at most ``ac_in_buffer_size`` bytes of input) can pass the mark.
+    output_high_water: Optional[int] = None
+    #: reading resumes once queued output falls to this (None: half the high water)
+    output_low_water: Optional[int] = None
+
     terminator: Any  # set by set_terminator(); an int one counts down
     incoming: List[Any]  # pieces kept by _collect_incoming_data
     producer_fifo: Deque[Any]  # bytes-likes, producers, and None (= close)
     _framer: Optional[Framer] = None  # the input side; created on first use
+    # defaults for subclasses that skip __init__ (set per instance there)
+    _queued = 0
+    _reading_paused = False
+    _message_size = 0
 
     def __init__(
         self, sock: Optional[socket.socket] = None, map: Optional[asyncore.SocketMapType] = None
@@ -85,6 +105,9 @@ class async_chat(asyncore.dispatcher):
         self._framer = Framer()
         self.incoming = []
         self.producer_fifo = deque()
+        self._queued = 0  # bytes of output queued by push() and producers, not yet sent
+        self._reading_paused = False  # output above output_high_water
+        self._message_size = 0  # bytes of the current message, counted under max_message_size
         super().__init__(sock, map)
 
     # -- input ------------------------------------------------------------------
@@ -179,7 +202,27 @@ class async_chat(asyncore.dispatcher):
         framer = self._framer
         if framer is None:
             framer = self._inbound()
-        framer.receive(data, self)
+        if self.max_message_size is None:
+            framer.receive(data, self)
+            return
+        try:
+            framer.receive(data, _SizeGuard(self))
+        except _MessageTooLargeError as exc:
+            self.handle_message_too_large(exc.size)
+
+    def handle_message_too_large(self, size: int) -> None:
+        """Called when one incoming message passes ``max_message_size`` bytes.
+
+        ``size`` is what had arrived of it.  The default logs an error and
+        closes this channel only; the bytes past the cap are not collected.
+        """
+        self.log_info(
+            f"incoming message of {size} bytes or more passes max_message_size "
+            f"({self.max_message_size}): closing {self!r}",
+            "error",
+        )
+        self.discard_buffers()
+        self.handle_close()
 
     def handle_close(self) -> None:
         """Close the channel (no warning, unlike ``dispatcher``)."""
@@ -187,8 +230,8 @@ class async_chat(asyncore.dispatcher):
 
     @pushes_interest
     def readable(self) -> bool:
-        """Always true: input is read as it comes."""
-        return True
+        """True, unless output above ``output_high_water`` paused reading."""
+        return not self._reading_paused
 
     @pushes_interest
     def writable(self) -> bool:
@@ -214,7 +257,36 @@ class async_chat(asyncore.dispatcher):
             self.producer_fifo.extend(data[i:i + limit] for i in range(0, size, limit))
         else:
             self.producer_fifo.append(data)
+        self._queued += size
+        if self.output_high_water is not None:
+            self._check_water()
         self.initiate_send()
+
+    @property
+    def queued_output(self) -> int:
+        """Bytes queued by ``push()`` and producers and not sent yet.
+
+        Items appended to ``producer_fifo`` by hand are not counted.
+        """
+        return self._queued
+
+    def _check_water(self) -> None:
+        """Pause reading above ``output_high_water``; resume at the low mark."""
+        high = self.output_high_water
+        if high is None:
+            if self._reading_paused:
+                self._reading_paused = False
+                self.interest_changed()
+            return
+        low = self.output_low_water
+        if low is None:
+            low = high // 2
+        if self._reading_paused and self._queued <= low:
+            self._reading_paused = False
+            self.interest_changed()
+        elif not self._reading_paused and self._queued > high:
+            self._reading_paused = True
+            self.interest_changed()
 
     def push_with_producer(self, producer: Any) -> None:
         """Queue a producer (an object whose ``more()`` returns the next bytes,
@@ -232,6 +304,9 @@ class async_chat(asyncore.dispatcher):
         self._inbound().reset()
         self.incoming.clear()
         self.producer_fifo.clear()
+        self._queued = 0
+        self._message_size = 0
+        self._check_water()
         self.interest_changed()
 
     def handle_write(self) -> None:
@@ -267,6 +342,9 @@ class async_chat(asyncore.dispatcher):
                     self.handle_error()
                     return
                 if sent:
+                    self._queued = max(0, self._queued - sent)
+                    if self._reading_paused:
+                        self._check_water()
                     if count == 1 and sent >= len(head):
                         fifo.popleft()
                     else:
@@ -295,15 +373,62 @@ class async_chat(asyncore.dispatcher):
             if not self.use_encoding:
                 raise TypeError("producer_fifo holds a str: encode it, or set use_encoding")
             fifo[0] = head.encode(self.encoding)
+            self._queued += len(fifo[0]) - len(head)
             return False
         if not hasattr(head, "more"):
             return True  # sliceable data of another type, sent as is (as 3.11 did)
         data = head.more()
         if data:
             fifo.appendleft(data)
+            self._queued += len(data)
         else:
             fifo.popleft()
         return False
+
+
+class _MessageTooLargeError(Exception):
+    """Raised inside the framer to stop it; handled by ``handle_read``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+class _SizeGuard:
+    """Stands for the channel in front of the framer, counting each message.
+
+    Used only when ``max_message_size`` is set, so channels without a cap
+    pay nothing.  The count lives on the channel, across reads.
+    """
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: async_chat) -> None:
+        self._channel = channel
+
+    @property
+    def terminator(self) -> Any:
+        return self._channel.terminator
+
+    @terminator.setter
+    def terminator(self, value: Any) -> None:
+        self._channel.terminator = value
+
+    def get_terminator(self) -> Any:
+        return self._channel.get_terminator()
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        channel = self._channel
+        size = channel._message_size + len(data)
+        limit = channel.max_message_size
+        if limit is not None and size > limit:
+            raise _MessageTooLargeError(size)
+        channel._message_size = size
+        channel.collect_incoming_data(data)
+
+    def found_terminator(self) -> None:
+        self._channel._message_size = 0
+        self._channel.found_terminator()
 
 
 def _gather(fifo: Deque[Any], limit: int) -> Any:
@@ -332,6 +457,19 @@ def _consume(fifo: Deque[Any], head: Any, data: Any, count: int, sent: int) -> N
     if sent < len(data):
         # keep the unsent part as one item so it is not joined again
         fifo.appendleft(memoryview(data)[sent:])
+
+
+def _chat_interest(obj: async_chat) -> int:
+    events = 0 if obj._reading_paused else _INPUT
+    if obj.accepting:
+        return 0 if obj._accept_paused else events
+    if obj.producer_fifo or not obj.connected:
+        events |= WRITE
+    return events
+
+
+# one call instead of readable() + writable() + accepting, on the hot path
+register_fast_interest(async_chat.readable, async_chat.writable, _chat_interest)
 
 
 class simple_producer:
