@@ -18,6 +18,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterator, List, Optional, TypeVar
 
 import pytest
+from echo_helpers import EchoHandler
 
 from asyncio_compat import _loop, asyncore
 from asyncio_compat.asyncio_bridge import (
@@ -108,16 +109,6 @@ def _hosted_loops() -> List[HostedEventLoop]:
 
 
 # -- dispatchers used by the exchanges ---------------------------------------------------
-
-
-class EchoHandler(asyncore.dispatcher_with_send):
-    def handle_read(self) -> None:
-        data = self.recv(65536)
-        if data:
-            self.send(data)
-
-    def handle_close(self) -> None:
-        self.close()
 
 
 class EchoServer(asyncore.dispatcher):

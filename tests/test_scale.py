@@ -12,6 +12,7 @@ import socket
 from typing import Any, Dict, List
 
 import pytest
+from echo_helpers import EchoHandler
 
 from asyncio_compat import asyncore
 
@@ -27,16 +28,6 @@ def _raise_fd_limit(needed: int) -> None:
     if hard != resource.RLIM_INFINITY and hard < needed:
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {needed} fds needed")
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-class EchoHandler(asyncore.dispatcher_with_send):
-    def handle_read(self) -> None:
-        data = self.recv(65536)
-        if data:
-            self.send(data)
-
-    def handle_close(self) -> None:
-        self.close()
 
 
 class EchoServer(asyncore.dispatcher):

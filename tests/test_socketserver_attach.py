@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
+from echo_helpers import EchoHandler
 
 import pollers
 from asyncio_compat import SocketMap, asyncore, socketserver
@@ -65,16 +66,6 @@ class Client(asyncore.dispatcher_with_send):
 
     def handle_close(self) -> None:
         self.finished = True
-        self.close()
-
-
-class EchoHandler(asyncore.dispatcher_with_send):
-    def handle_read(self) -> None:
-        data = self.recv(4096)
-        if data:
-            self.send(data)
-
-    def handle_close(self) -> None:
         self.close()
 
 

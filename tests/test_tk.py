@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from echo_helpers import EchoHandler
 
 import asyncio_compat
 from asyncio_compat import _loop, asyncore
@@ -203,16 +204,6 @@ def serve_until(root: Any, done: Callable[[], bool], limit: float = 15.0) -> Non
         root.after(5, check)
         root.mainloop()
     assert done(), "Tk's loop did not get the work done"
-
-
-class EchoHandler(asyncore.dispatcher_with_send):
-    def handle_read(self) -> None:
-        data = self.recv(65536)
-        if data:
-            self.send(data)
-
-    def handle_close(self) -> None:
-        self.close()
 
 
 class EchoServer(asyncore.dispatcher):
