@@ -18,7 +18,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterator, List, Optional, TypeVar
 
 import pytest
-from echo_helpers import EchoHandler
+from helpers import EchoHandler
 
 from asyncio_compat import _loop, asyncore
 from asyncio_compat.asyncio_bridge import (

@@ -12,7 +12,7 @@ import socket
 from typing import Any, Dict, List
 
 import pytest
-from echo_helpers import EchoHandler
+from helpers import EchoHandler
 
 from asyncio_compat import asyncore
 

@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
-from echo_helpers import EchoHandler
+from helpers import EchoHandler
 
 import pollers
 from asyncio_compat import SocketMap, asyncore, socketserver

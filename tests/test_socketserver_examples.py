@@ -10,43 +10,19 @@ conftest.py sees any fd, thread or child it leaves behind.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import List
 
 import pytest
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from helpers import load_example, run_example
 
 pytestmark = pytest.mark.timeout(90)
 
 fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
 
 
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"socketserver_example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_example(name: str, poller_name: str, tmp_path: Path) -> str:
-    """Run ``examples/<name>.py`` on ``poller_name``; its stdout, once it exited 0."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["ASYNCIO_COMPAT_POLLER"] = poller_name
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, f"{name} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    assert f"poller: {poller_name}" in proc.stdout
-    return proc.stdout
 
 
 def positions(out: str, patterns: List[str]) -> List[int]:

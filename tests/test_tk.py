@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from echo_helpers import EchoHandler
+from helpers import EchoHandler
 
 import asyncio_compat
 from asyncio_compat import _loop, asyncore
