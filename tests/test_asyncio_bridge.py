@@ -270,14 +270,17 @@ def test_timers_of_the_map_run_on_the_asyncio_loop(
     new_loop: LoopFactory, socket_map: asyncore.SocketMap
 ) -> None:
     seen: List[str] = []
-    call_later(0.02, seen.append, "second", map=socket_map)
-    call_later(0.01, seen.append, "first", map=socket_map)
+    deadlines = {
+        "second": call_later(0.02, seen.append, "second", map=socket_map).when,
+        "first": call_later(0.01, seen.append, "first", map=socket_map).when,
+    }
 
     async def main() -> None:
         serving = asyncio.ensure_future(run_map(socket_map))
         await asyncio.sleep(0)
         # scheduled from a coroutine, outside any pass: wakes the bridge itself
-        call_later(0, seen.append, "from a coroutine", map=socket_map)
+        handle = call_later(0, seen.append, "from a coroutine", map=socket_map)
+        deadlines["from a coroutine"] = handle.when
         ticks: List[int] = []
         handles: List[TimerHandle] = []
 
@@ -291,9 +294,11 @@ def test_timers_of_the_map_run_on_the_asyncio_loop(
         await serving  # a map with only timers runs until they are all done
 
     run(new_loop, main())
-    assert seen[0] == "from a coroutine"
-    assert sorted(seen[1:]) == ["first", "periodic done", "second"]
-    assert seen.index("first") < seen.index("second")
+    assert "periodic done" in seen
+    # the one-shot timers ran in deadline order, however late the coroutine
+    # got to schedule its own on a loaded machine
+    one_shots = [label for label in seen if label != "periodic done"]
+    assert one_shots == sorted(deadlines, key=deadlines.__getitem__)
 
 
 def test_run_map_of_an_empty_map_returns_at_once(

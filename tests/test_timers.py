@@ -85,10 +85,12 @@ def test_deadline_order_and_scheduling_order_for_ties(
 ) -> None:
     seen, record = recorder()
     start = time.monotonic()
-    call_at(start + 0.03, record, "last", map=socket_map)
-    call_at(start + 0.01, record, "first", map=socket_map)
-    call_at(start + 0.01, record, "second (same deadline)", map=socket_map)
-    call_later(0.02, record, "third", map=socket_map)
+    # gaps of 0.1 s: call_later() reads the clock again, and a loaded machine
+    # may stall between these lines
+    call_at(start + 0.3, record, "last", map=socket_map)
+    call_at(start + 0.1, record, "first", map=socket_map)
+    call_at(start + 0.1, record, "second (same deadline)", map=socket_map)
+    call_later(0.2, record, "third", map=socket_map)
     asyncore.loop(timeout=LONG, map=socket_map)
     assert seen == ["first", "second (same deadline)", "third", "last"]
 
