@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from asyncio_compat import asyncore
+from asyncio_compat import _loop, asyncore
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SUBPROCESS_TIMEOUT = 60.0
@@ -54,3 +54,14 @@ def run_example(name: str, poller_name: str, tmp_path: Path) -> str:
     )
     assert f"poller: {poller_name}" in proc.stdout, "the example did not run on the requested backend"
     return proc.stdout
+
+
+def release_map(target: asyncore.SocketMap) -> None:
+    """Close every channel of ``target`` and drop its loop, pending timers and
+    foreign-loop pins included, so that nothing outlives the test."""
+    asyncore.close_all(target)
+    state = _loop.existing_loop(target)
+    if state is not None:
+        state.timers.clear()
+        state.pins = 0
+        _loop.forget(target)

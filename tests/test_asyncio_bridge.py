@@ -18,7 +18,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterator, List, Optional, TypeVar
 
 import pytest
-from helpers import EchoHandler
+from helpers import EchoHandler, release_map
 
 from asyncio_compat import _loop, asyncore
 from asyncio_compat.asyncio_bridge import (
@@ -94,12 +94,7 @@ def socket_map() -> Iterator[asyncore.SocketMap]:
     yield target
     for host in [h for h in list(_hosted_loops()) if h.socket_map is target]:
         host.close()
-    asyncore.close_all(target)
-    state = _loop.existing_loop(target)
-    if state is not None:
-        state.timers.clear()
-        state.pins = 0
-        _loop.forget(target)
+    release_map(target)
 
 
 def _hosted_loops() -> List[HostedEventLoop]:

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
+from helpers import release_map
 
 import asyncio_compat
 from asyncio_compat import _loop, asyncore
@@ -29,11 +30,7 @@ def socket_map() -> Iterator[asyncore.SocketMap]:
     """A fresh map, closed and forgotten afterwards (timers cancelled)."""
     target = asyncore.SocketMap()
     yield target
-    asyncore.close_all(target)
-    state = _loop.existing_loop(target)
-    if state is not None:
-        state.timers.clear()
-        _loop.forget(target)
+    release_map(target)
 
 
 class IdleChannel(asyncore.dispatcher):

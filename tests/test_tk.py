@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from helpers import EchoHandler
+from helpers import EchoHandler, release_map
 
 import asyncio_compat
 from asyncio_compat import _loop, asyncore
@@ -37,12 +37,7 @@ FILE_HANDLER_BACKENDS = ("epoll", "kqueue", "devpoll")  # pollers with an fd of 
 def socket_map() -> Iterator[asyncore.SocketMap]:
     target = asyncore.SocketMap()
     yield target
-    asyncore.close_all(target)
-    state = _loop.existing_loop(target)
-    if state is not None:
-        state.timers.clear()
-        state.pins = 0
-        _loop.forget(target)
+    release_map(target)
 
 
 class Reader(asyncore.dispatcher_with_send):
