@@ -20,33 +20,51 @@ the same pass never sees the old channel's event.
 from __future__ import annotations
 
 import time
-from errno import EBADF, ECONNABORTED, ECONNRESET, ENOENT, ENOTCONN, EPIPE, ESHUTDOWN
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Type, TypeVar
+from errno import EBADF, ENOENT
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+    Type,
+    TypeVar,
+    cast,
+)
 
 import pollers
-from pollers import ERR, HUP, NVAL, PRI, READ, WRITE, Poller
+from pollers import NVAL, PRI, READ, WRITE, Poller
 
 from . import _timers
-from ._errors import _reraised_exceptions
-
-_DISCONNECTED: FrozenSet[int] = frozenset(
-    {ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF}
-)
+from ._channel import Channel, InterestFunction
+from ._config import PollerSpec, get_default_poller, resolve_poller
+from ._delivery import RERAISED, Event, deliver_events, report_error
 
 # errnos that mean "this fd is no longer open": the channel is told NVAL
 _FD_GONE = frozenset({EBADF, ENOENT})
 
-_CLOSE_FLAGS = HUP | ERR | NVAL
-
+# Any: a decorator must hand back exactly the function it was given
 F = TypeVar("F", bound=Callable[..., Any])
+
+# a channel class that a fast interest function is written for
+C = TypeVar("C", bound=Channel)
+
+# The socket map as the engine sees it: fd -> channel.  Legacy code passes
+# plain dicts of anything, so the engine only reads it through this.
+ChannelMap = Mapping[int, Channel]
 
 # readable()/writable() implementations whose answers only change when the
 # channel says so (or handles an event); see pushes_interest().
-_PUSHED_PREDICATES: Set[Any] = set()
+_PUSHED_PREDICATES: Set[object] = set()
 # (readable, writable) -> a function computing the same mask in one call
-_FAST_INTEREST: Dict[Tuple[Any, Any], Callable[[Any], int]] = {}
+_FAST_INTEREST: Dict[Tuple[object, object], InterestFunction] = {}
 # class -> how to compute its mask without asking every pass (None: polled)
-_interest_cache: Dict[type, Optional[Callable[[Any], int]]] = {}
+_interest_cache: Dict[type, Optional[InterestFunction]] = {}
 
 
 def pushes_interest(func: F) -> F:
@@ -61,18 +79,26 @@ def pushes_interest(func: F) -> F:
     return func
 
 
-def register_fast_interest(readable: Any, writable: Any, interest: Callable[[Any], int]) -> None:
+def reports_changes(predicate: object) -> bool:
+    """True if ``predicate`` was marked with :func:`pushes_interest`."""
+    return predicate in _PUSHED_PREDICATES
+
+
+def register_fast_interest(readable: object, writable: object, interest: Callable[[C], int]) -> None:
     """Declare that ``interest(obj)`` equals :func:`wanted_events` for any
     class whose predicates are exactly ``readable`` and ``writable``.
 
     The loop then computes such a channel's mask with one call instead of
-    three.  tests/test_loop.py checks each registered pair in every state.
+    three.  ``test_fast_interest_functions_agree_with_the_predicates`` in
+    tests/test_limits.py checks each registered pair in every state.
     """
-    _FAST_INTEREST[(readable, writable)] = interest
+    # the loop calls it only on channels whose class has these predicates,
+    # i.e. on the class ``interest`` was written for
+    _FAST_INTEREST[(readable, writable)] = cast(InterestFunction, interest)
     _interest_cache.clear()
 
 
-def _interest_function(obj: Any) -> Optional[Callable[[Any], int]]:
+def _interest_function(obj: Channel) -> Optional[InterestFunction]:
     """How the loop learns ``obj``'s mask when it looks, or None if it must ask every pass."""
     cls = type(obj)
     try:
@@ -89,7 +115,7 @@ def _interest_function(obj: Any) -> Optional[Callable[[Any], int]]:
     return found
 
 
-def _predicates_are_the_class_ones(obj: Any, cls: type) -> bool:
+def _predicates_are_the_class_ones(obj: Channel, cls: type) -> bool:
     # Compares bound methods instead of looking into obj.__dict__: touching
     # __dict__ materialises it, and CPython then stops specialising attribute
     # access on the instance (measured: ~30% more instructions per event).
@@ -99,10 +125,7 @@ def _predicates_are_the_class_ones(obj: Any, cls: type) -> bool:
     )
 
 
-def _pushes(obj: Any) -> bool:
-    return _interest_function(obj) is not None
-
-
+# Any: legacy maps hold whatever objects their users put in them
 class SocketMap(Dict[int, Any]):
     """A socket map (fd -> channel) that records which fds changed.
 
@@ -114,12 +137,20 @@ class SocketMap(Dict[int, Any]):
     # no instance __dict__: keeps method lookups on the hot path cheap
     __slots__ = ("_changed",)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Any: dict()'s own signature
         super().__init__()
         self._changed: Set[int] = set()  # fds to look at on the next pass
         self.update(*args, **kwargs)
 
-    def __setitem__(self, fd: int, channel: Any) -> None:
+    def mark_changed(self, fd: int) -> None:
+        """Record that the channel under ``fd`` may want other events."""
+        self._changed.add(fd)
+
+    def replace_change_record(self, record: Set[int]) -> None:
+        """Record changes in ``record`` from now on (see :meth:`MapLoop.replace_change_record`)."""
+        self._changed = record
+
+    def __setitem__(self, fd: int, channel: object) -> None:
         dict.__setitem__(self, fd, channel)
         self._changed.add(fd)
 
@@ -127,12 +158,12 @@ class SocketMap(Dict[int, Any]):
         dict.__delitem__(self, fd)
         self._changed.add(fd)
 
-    def pop(self, fd: int, *default: Any) -> Any:
+    def pop(self, fd: int, *default: object) -> object:
         value = dict.pop(self, fd, *default)
         self._changed.add(fd)
         return value
 
-    def popitem(self) -> Tuple[int, Any]:
+    def popitem(self) -> Tuple[int, object]:
         item = dict.popitem(self)
         self._changed.add(item[0])
         return item
@@ -141,34 +172,34 @@ class SocketMap(Dict[int, Any]):
         self._changed.update(self)
         dict.clear(self)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:
+    def update(self, *args: Any, **kwargs: Any) -> None:  # Any: dict.update's signature
         for fd, channel in dict(*args, **kwargs).items():
             self[fd] = channel
 
-    def setdefault(self, fd: int, default: Any = None) -> Any:
+    def setdefault(self, fd: int, default: object = None) -> object:
         if fd not in self:
             self[fd] = default
         return dict.__getitem__(self, fd)
 
-    def __ior__(self, other: Any) -> SocketMap:  # type: ignore[override,misc]
+    def __ior__(self, other: Mapping[int, object]) -> SocketMap:  # type: ignore[override,misc]
         self.update(other)
         return self
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> Tuple[type, Tuple[Dict[int, object]]]:
         return (type(self), (dict(self),))
 
 
-def wanted_events(obj: Any) -> int:
+def wanted_events(obj: Channel) -> int:
     """The mask a channel asks for, by the 3.11 rules.
 
     ``readable()`` asks for READ and PRI; ``writable()`` asks for WRITE
     unless the channel is ``accepting`` (a listening socket is never put in
     the write set).  A listener pausing after an accept() failure
-    (``_accept_paused``, see ``dispatcher.handle_accept_error``) asks for
+    (``accept_paused``, see ``dispatcher.handle_accept_error``) asks for
     nothing, whatever its ``readable()`` says: its fd stays ready, so
     watching it would spin.
     """
-    if getattr(obj, "_accept_paused", False):
+    if getattr(obj, "accept_paused", False):
         return 0
     events = READ | PRI if obj.readable() else 0
     if obj.writable() and not getattr(obj, "accepting", False):
@@ -176,111 +207,99 @@ def wanted_events(obj: Any) -> int:
     return events
 
 
-def dispatch(obj: Any, flags: int, fd: int, socket_map: Any) -> None:
-    """Deliver one fd's events with poll2() semantics (3.11's ``readwrite``).
-
-    Read first (so data that came with a hang-up is not lost), then write,
-    urgent data, and ``handle_close`` for HUP, ERR or NVAL.  A channel that
-    leaves the map while handling one event gets none of the rest.
-    Disconnection errors close the channel; other exceptions go to
-    ``handle_error``; ExitNow, KeyboardInterrupt and SystemExit propagate.
-    """
-    try:
-        if flags & READ:
-            obj.handle_read_event()
-        if flags & WRITE and socket_map.get(fd) is obj:
-            obj.handle_write_event()
-        if flags & PRI and socket_map.get(fd) is obj:
-            obj.handle_expt_event()
-        if flags & _CLOSE_FLAGS and socket_map.get(fd) is obj:
-            obj.handle_close()
-    except OSError as exc:
-        if exc.errno in _DISCONNECTED:
-            obj.handle_close()
-        else:
-            obj.handle_error()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
-
-
-def _guarded(obj: Any, handler: Callable[[], Any]) -> None:
-    try:
-        handler()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
-
-
-def dispatch_select_style(obj: Any, flags: int, fd: int, socket_map: Any, poller: Poller) -> None:
-    """Deliver one fd's events with 3.11 ``poll()`` (select) semantics.
-
-    select() has no hang-up flag: a socket with an error or a hang-up is
-    simply readable and writable, so HUP and ERR are delivered as the READ
-    and WRITE events the channel asked for, and its own ``recv()`` finds the
-    end.  Every exception goes to ``handle_error``.  An fd closed behind our
-    back (NVAL; select() raised EBADF in 3.11) closes the channel.
-    """
-    if flags & (HUP | ERR):
-        flags |= poller.get_mask(fd) & (READ | WRITE) if fd in poller else 0
-    if flags & READ:
-        try:
-            obj.handle_read_event()
-        except _reraised_exceptions:
-            raise
-        except BaseException:
-            obj.handle_error()
-    if flags & WRITE and socket_map.get(fd) is obj:
-        _guarded(obj, obj.handle_write_event)
-    if flags & PRI and socket_map.get(fd) is obj:
-        _guarded(obj, obj.handle_expt_event)
-    if flags & NVAL and socket_map.get(fd) is obj:
-        dispatch(obj, NVAL, fd, socket_map)
-
-
-def report_error(obj: Any) -> None:
-    """Call ``obj.handle_error()`` for the exception being handled."""
-    try:
-        obj.handle_error()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        # a handle_error that itself fails must not take the loop down
-        import traceback
-
-        traceback.print_exc()
-
-
 class MapLoop:
-    """One socket map's poller and registrations, kept across ``loop()`` calls."""
+    """One socket map's poller and registrations, kept across ``loop()`` calls.
 
-    def __init__(self, socket_map: Any, poller_cls: Type[Poller]) -> None:
+    Its named surface, for the modules that drive or feed it (the asyncio
+    bridge, Tk, TLS, timers): :meth:`run_pass`, :meth:`sync`,
+    :meth:`sync_fds`, :meth:`inject`, :meth:`pin`/:meth:`unpin`/:attr:`pinned`,
+    :meth:`replace_change_record`, :attr:`tracks_changes`,
+    :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`.  The
+    bookkeeping attributes below are this module's alone.
+    """
+
+    def __init__(self, socket_map: ChannelMap, poller_cls: Type[Poller]) -> None:
         self.map = socket_map
         self.poller = poller_cls()
-        self.owners: Dict[int, Any] = {}  # fd -> channel registered for it
-        self.polled: Dict[int, Any] = {}  # fd -> channel asked every pass
+        self.owners: Dict[int, Channel] = {}  # fd -> channel registered for it
+        # fd -> the channel's socket when it was registered: a channel that
+        # reconnects gets a new socket, often under the same fd number
+        self.sockets: Dict[int, object] = {}
+        self.polled: Dict[int, Channel] = {}  # fd -> channel asked every pass
         # fd -> mask function of a channel that reports its changes
-        self.interest_of: Dict[int, Callable[[Any], int]] = {}
-        changed = getattr(socket_map, "_changed", None)
+        self.interest_of: Dict[int, InterestFunction] = {}
+        changed: Optional[Set[int]] = getattr(socket_map, "_changed", None)
         self.tracked = changed is not None
         # fds to look at on the next pass: shared with the SocketMap's record
         self.dirty: Set[int] = changed if changed is not None else set()
         self.dirty.update(socket_map)
-        # events made up by us (an fd the kernel refused as closed)
+        # events made up by us or injected (an fd the kernel refused as closed)
         self.synthetic: List[Tuple[int, int]] = []
         self.timers = _timers.TimerQueue()
         # foreign event loops serving this map (asyncio bridge, Tk): while
         # any is, forget() keeps this MapLoop and loop_for() will not replace it
         self.pins = 0
 
+    # -- the named surface ------------------------------------------------
+
+    def pin(self) -> None:
+        """A foreign event loop starts serving this map: keep this MapLoop
+        (``forget()`` will not drop it, ``loop_for()`` will not replace it)."""
+        self.pins += 1
+
+    def unpin(self) -> None:
+        """Undo one :meth:`pin`."""
+        self.pins -= 1
+
+    @property
+    def pinned(self) -> bool:
+        """True while some foreign event loop serves this map."""
+        return self.pins > 0
+
+    def inject(self, fd: int, flags: int) -> None:
+        """Deliver ``flags`` for ``fd`` on the next pass, which then does not wait.
+
+        For events the kernel will not report (TLS plaintext already
+        decrypted into a buffer).  The event goes to whichever channel owns
+        ``fd`` at that pass.
+        """
+        self.synthetic.append((fd, flags))
+
+    @property
+    def tracks_changes(self) -> bool:
+        """True when the map records its changes (a :class:`SocketMap`)."""
+        return self.tracked
+
+    def asks_every_pass(self) -> bool:
+        """True when some channel must be asked its interest on every pass
+        (it overrides a predicate, or the map is a plain dict)."""
+        return not self.tracked or bool(self.polled)
+
+    def is_registered(self, fd: int) -> bool:
+        """True while ``fd`` is registered for some channel."""
+        return fd in self.owners
+
+    def replace_change_record(self, convert: Callable[[Set[int]], Set[int]]) -> None:
+        """Replace the set of changed fds shared with the SocketMap by ``convert(current)``.
+
+        A foreign loop installs a set that wakes it when it grows, and puts
+        a plain copy back when it leaves.  A no-op for an untracked map.
+        """
+        if self.tracked:
+            record = convert(self.dirty)
+            self.map.replace_change_record(record)  # type: ignore[attr-defined]
+            self.dirty = record
+
     # -- registration ----------------------------------------------------
 
     def sync(self) -> None:
-        """Bring the poller in line with the map and the channels' interest."""
+        """Bring the poller in line with the map and the channels' interest.
+
+        Each channel is asked its interest at most once (3.11 asked once per
+        pass; a predicate with a side effect must not see a second call).
+        """
         if self.tracked:
-            self._sync_fds(self.dirty)
+            self._sync_fds(self.dirty, polled_asked_next=True)
             for fd, obj in list(self.polled.items()):
                 self._refresh(fd, obj)
         else:
@@ -290,11 +309,16 @@ class MapLoop:
             for fd, obj in list(self.map.items()):
                 self._refresh(fd, obj)
 
-    def _sync_fds(self, fds: Set[int]) -> None:
+    def sync_fds(self, fds: Iterable[int]) -> None:
+        """Bring the poller in line with the map for these fds only, now (even mid-pass)."""
+        self._sync_fds(set(fds), polled_asked_next=False)
+
+    def _sync_fds(self, fds: Set[int], polled_asked_next: bool) -> None:
         # Take a snapshot and clear() rather than pop(): set.pop() scans the
         # hash table from a moving finger, and a set that once held 10,000
         # fds keeps a table that size, making each pop cost ~20 us.
         socket_map = self.map
+        polled = self.polled
         while fds:
             batch = list(fds)
             fds.clear()
@@ -302,19 +326,27 @@ class MapLoop:
                 obj = socket_map.get(fd)
                 if obj is None:
                     self._drop(fd)
-                else:
-                    self._refresh(fd, obj)
+                    continue
+                self._own(fd, obj)
+                if not (polled_asked_next and fd in polled):
+                    self._apply_interest(fd, obj)
 
-    def _refresh(self, fd: int, obj: Any) -> None:
-        if self.owners.get(fd) is not obj:
-            self._adopt(fd, obj)
+    def _refresh(self, fd: int, obj: Channel) -> None:
+        self._own(fd, obj)
         self._apply_interest(fd, obj)
 
-    def _apply_interest(self, fd: int, obj: Any) -> None:
+    def _own(self, fd: int, obj: Channel) -> None:
+        # A new socket under a known fd number (a channel that closed and
+        # reconnected inside a handler) is a new registration: the kernel
+        # forgot the old socket when it was closed (epoll, kqueue).
+        if self.owners.get(fd) is not obj or self.sockets.get(fd) is not getattr(obj, "socket", None):
+            self._adopt(fd, obj)
+
+    def _apply_interest(self, fd: int, obj: Channel) -> None:
         """Ask ``obj`` what it wants and tell the poller (a no-op if unchanged)."""
         try:
             events = self.interest_of.get(fd, wanted_events)(obj)
-        except _reraised_exceptions:
+        except RERAISED:
             raise
         except BaseException:
             report_error(obj)
@@ -329,10 +361,17 @@ class MapLoop:
             # e.g. an fd past select()'s FD_SETSIZE: this channel's problem only
             report_error(obj)
 
-    def _adopt(self, fd: int, obj: Any) -> None:
+    def _interest_failed(self, fd: int, obj: Channel) -> None:
+        # after an event: the socket may have changed under the same fd
+        # (a reconnect inside the handler), or the fd be gone; the slow path
+        # sorts both out
+        self._refresh(fd, obj)
+
+    def _adopt(self, fd: int, obj: Channel) -> None:
         if fd in self.owners:
             self._drop(fd)
         self.owners[fd] = obj
+        self.sockets[fd] = getattr(obj, "socket", None)
         interest = _interest_function(obj)
         if interest is None:
             self.polled[fd] = obj
@@ -341,6 +380,7 @@ class MapLoop:
 
     def _drop(self, fd: int) -> None:
         self.owners.pop(fd, None)
+        self.sockets.pop(fd, None)
         self.polled.pop(fd, None)
         self.interest_of.pop(fd, None)
         if fd in self.poller:
@@ -353,7 +393,7 @@ class MapLoop:
 
         ``poll_semantics`` picks how events reach the channels: as 3.11's
         ``poll2()`` did (hang-ups call ``handle_close``) or as its select
-        ``poll()`` did (see :func:`dispatch_select_style`).
+        ``poll()`` did (see :func:`~asyncio_compat._delivery.deliver_select`).
         """
         self.sync()
         if self.synthetic:
@@ -361,49 +401,16 @@ class MapLoop:
             ready += self.poller.poll(0)
         else:
             ready = self.poller.poll(self.timers.clip(timeout))
-        self._deliver(ready, poll_semantics)
-        if self.timers:
-            self.timers.run_due(time.monotonic())
-
-    def _deliver(self, ready: List[Tuple[int, int]], poll_semantics: bool) -> None:
         owners = self.owners
-        socket_map = self.map
-        owner_now = socket_map.get
-        poller = self.poller
+        # bind each event to its owner now: handlers may close and reuse fds
+        events: List[Event] = [(fd, owners[fd], flags) for fd, flags in ready if fd in owners]
         # A channel that just handled an event may want something else now:
         # look at once.  (Polled channels are asked next pass anyway, and an
         # untracked map is compared in full.)
         interest_of = self.interest_of if self.tracked else {}
-        registered = poller.masks
-        # bind each event to its owner now: handlers may close and reuse fds
-        for fd, obj, flags in [(fd, owners.get(fd), flags) for fd, flags in ready]:
-            if obj is None or owner_now(fd) is not obj:
-                continue
-            if flags == READ:
-                # the common case, inline: same outcome as either dispatch
-                try:
-                    obj.handle_read_event()
-                except _reraised_exceptions:
-                    raise
-                except OSError as exc:
-                    if poll_semantics and exc.errno in _DISCONNECTED:
-                        obj.handle_close()
-                    else:
-                        obj.handle_error()
-                except BaseException:
-                    obj.handle_error()
-            elif poll_semantics:
-                dispatch(obj, flags, fd, socket_map)
-            else:
-                dispatch_select_style(obj, flags, fd, socket_map, poller)
-            interest = interest_of.get(fd)
-            if interest is not None and owner_now(fd) is obj:
-                try:
-                    events = interest(obj)
-                    if events != registered.get(fd):
-                        poller.set_mask(fd, events)
-                except Exception:
-                    self._apply_interest(fd, obj)  # the slow path sorts errors out
+        deliver_events(events, self.map, self.poller, poll_semantics, interest_of, self._interest_failed)
+        if self.timers:
+            self.timers.run_due(time.monotonic())
 
     def pending(self) -> bool:
         """True while a ``loop(count=None)`` should go on: channels or timers."""
@@ -413,6 +420,7 @@ class MapLoop:
         self.timers.clear()
         self.poller.close()
         self.owners.clear()
+        self.sockets.clear()
         self.polled.clear()
         self.interest_of.clear()
 
@@ -421,22 +429,22 @@ class MapLoop:
 _LOOPS: Dict[int, MapLoop] = {}
 
 
-def loop_for(socket_map: Any, poller_cls: Optional[Type[Poller]] = None) -> MapLoop:
+def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) -> MapLoop:
     """The MapLoop serving ``socket_map``, created (or re-created on another
-    backend) as needed.  ``None`` keeps the existing one whatever its backend."""
+    backend) as needed.  ``None`` keeps the existing one whatever its backend.
+
+    Raises RuntimeError when another backend is asked for while a foreign
+    event loop serves the map (:meth:`MapLoop.pin`).
+    """
     state = _LOOPS.get(id(socket_map))
     if state is not None and (poller_cls is None or type(state.poller) is poller_cls):
         return state
-    if state is not None and state.pins:
+    if state is not None and state.pinned:
         raise RuntimeError(
             f"this socket map is served by another event loop (through {state.poller!r}); "
             "detach it before running loop() on it with another poller"
         )
-    if poller_cls is None:
-        from ._config import get_default_poller
-
-        poller_cls = get_default_poller()
-    new = MapLoop(socket_map, poller_cls)
+    new = MapLoop(socket_map, get_default_poller() if poller_cls is None else poller_cls)
     if state is not None:
         new.timers = state.timers
         state.timers = _timers.TimerQueue()
@@ -445,19 +453,20 @@ def loop_for(socket_map: Any, poller_cls: Optional[Type[Poller]] = None) -> MapL
     return new
 
 
-def existing_loop(socket_map: Any) -> Optional[MapLoop]:
+def existing_loop(socket_map: ChannelMap) -> Optional[MapLoop]:
+    """The MapLoop serving ``socket_map``, or None if it has none now."""
     return _LOOPS.get(id(socket_map))
 
 
-def forget(socket_map: Any) -> None:
+def forget(socket_map: ChannelMap) -> None:
     """Close and drop the MapLoop of a map that emptied (keeps pending timers)."""
     state = _LOOPS.get(id(socket_map))
-    if state is not None and not state.timers and not state.pins:
+    if state is not None and not state.timers and not state.pinned:
         del _LOOPS[id(socket_map)]
         state.close()
 
 
-def run_once(socket_map: Any, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
+def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
     """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2())."""
     state = MapLoop(_Untracked(socket_map), poller_cls)
     try:
@@ -466,39 +475,31 @@ def run_once(socket_map: Any, poller_cls: Type[Poller], timeout: Optional[float]
         state.close()
 
 
-class _Untracked:
+class _Untracked(Mapping[int, Channel]):
     """A view of a map that hides its change record, forcing a full pass."""
 
     __slots__ = ("_map",)
 
-    def __init__(self, socket_map: Any) -> None:
+    def __init__(self, socket_map: ChannelMap) -> None:
         self._map = socket_map
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[int]:
         return iter(self._map)
-
-    def __contains__(self, fd: object) -> bool:
-        return fd in self._map
 
     def __len__(self) -> int:
         return len(self._map)
 
-    def get(self, fd: int) -> Any:
-        return self._map.get(fd)
-
-    def items(self) -> Iterable[Tuple[int, Any]]:
-        items: Iterable[Tuple[int, Any]] = self._map.items()
-        return items
+    def __getitem__(self, fd: int) -> Channel:
+        return self._map[fd]
 
 
-def poller_class_for(use_poll: bool, poller: Any) -> Type[Poller]:
+def poller_class_for(use_poll: bool, poller: PollerSpec) -> Type[Poller]:
     """The backend for a ``loop()`` call.
 
-    An explicit ``poller`` wins.  Otherwise the process default is used; when
-    that default is select, ``use_poll=True`` still upgrades to poll, as in 3.11.
+    An explicit ``poller`` (a name or class) wins.  Otherwise the process
+    default is used; when that default is select, ``use_poll=True`` still
+    upgrades to poll, as in 3.11.
     """
-    from ._config import get_default_poller, resolve_poller
-
     if poller is not None:
         return resolve_poller(poller)
     cls = get_default_poller()

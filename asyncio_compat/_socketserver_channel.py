@@ -23,7 +23,7 @@ import traceback
 from typing import Any, Callable, Optional
 
 from . import timers
-from ._errors import _reraised_exceptions
+from ._delivery import call_guarded
 from ._loop import pushes_interest
 from .asyncore import dispatcher
 
@@ -101,13 +101,11 @@ class ServerChannel(dispatcher):
         ExitNow, KeyboardInterrupt and SystemExit leave the loop; any other
         exception goes to :meth:`handle_error`.
         """
-        try:
-            self.server._handle_request_noblock()
-            self.server.service_actions()
-        except _reraised_exceptions:
-            raise
-        except Exception:
-            self.handle_error()
+        call_guarded(self, "_serve_one")
+
+    def _serve_one(self) -> None:
+        self.server._handle_request_noblock()
+        self.server.service_actions()
 
     def handle_write_event(self) -> None:
         """Ignored: never asked for."""

@@ -462,7 +462,7 @@ def _consume(fifo: Deque[Any], head: Any, data: Any, count: int, sent: int) -> N
 def _chat_interest(obj: async_chat) -> int:
     events = 0 if obj._reading_paused else _INPUT
     if obj.accepting:
-        return 0 if obj._accept_paused else events
+        return 0 if obj.accept_paused else events
     if obj.producer_fifo or not obj.connected:
         events |= WRITE
     return events

@@ -44,8 +44,9 @@ from pollers import PRI, READ, WRITE, Poller
 
 from . import _loop, asyncore
 from ._config import get_default_poller
+from ._foreign_driver import Cancel, ForeignDriver
 from ._loop import pushes_interest
-from ._timers import Cancel, ForeignDriver, TimerHandle
+from ._timers import TimerHandle
 from .timers import call_at
 
 __all__ = [
@@ -239,7 +240,7 @@ class MapBridge(ForeignDriver):
         if id(socket_map) in _HOSTED:
             raise RuntimeError("this socket map hosts an asyncio event loop: it cannot also be served by one")
         current = _loop.existing_loop(socket_map)
-        if current is not None and current.pins:
+        if current is not None and current.pinned:
             raise RuntimeError(
                 f"this socket map is already served by another event loop ({current.poller!r})"
             )

@@ -40,13 +40,19 @@ from errno import (  # noqa: F401
     EWOULDBLOCK,
     errorcode,
 )
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, Union
 
-from pollers import ERR, HUP, NVAL, PRI, READ, WRITE
+import pollers
+from pollers import PRI, READ, WRITE
 
 from . import _loop
-from ._errors import ExitNow, _reraised_exceptions
-from ._loop import _DISCONNECTED, SocketMap, pushes_interest, register_fast_interest
+from ._delivery import DISCONNECTED, RERAISED, call_guarded, deliver_poll
+from ._errors import ExitNow
+from ._loop import SocketMap, pushes_interest, register_fast_interest
+
+# 3.11's module held these two under these names; code written for it may read them
+_DISCONNECTED = DISCONNECTED
+_reraised_exceptions = RERAISED
 
 _INPUT = READ | PRI  # what readable() asks for
 _ALL = READ | PRI | WRITE
@@ -79,28 +85,19 @@ def _strerror(err: int) -> str:
         return errorcode.get(err, f"Unknown error {err}")
 
 
-def _guarded(obj: Any, handler_name: str) -> None:
-    try:
-        getattr(obj, handler_name)()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
-
-
 def read(obj: Any) -> None:
     """Call ``obj.handle_read_event()``; errors other than ExitNow & co go to handle_error."""
-    _guarded(obj, "handle_read_event")
+    call_guarded(obj, "handle_read_event")
 
 
 def write(obj: Any) -> None:
     """Call ``obj.handle_write_event()``; errors other than ExitNow & co go to handle_error."""
-    _guarded(obj, "handle_write_event")
+    call_guarded(obj, "handle_write_event")
 
 
 def _exception(obj: Any) -> None:
     """Call ``obj.handle_expt_event()``; errors other than ExitNow & co go to handle_error."""
-    _guarded(obj, "handle_expt_event")
+    call_guarded(obj, "handle_expt_event")
 
 
 def readwrite(obj: Any, flags: int) -> None:
@@ -110,29 +107,12 @@ def readwrite(obj: Any, flags: int) -> None:
     disconnection calls ``handle_close``; any other exception calls
     ``handle_error``; ExitNow, KeyboardInterrupt and SystemExit propagate.
     """
-    try:
-        if flags & READ:
-            obj.handle_read_event()
-        if flags & WRITE:
-            obj.handle_write_event()
-        if flags & PRI:
-            obj.handle_expt_event()
-        if flags & (HUP | ERR | NVAL):
-            obj.handle_close()
-    except OSError as exc:
-        if exc.errno in _DISCONNECTED:
-            obj.handle_close()
-        else:
-            obj.handle_error()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        obj.handle_error()
+    deliver_poll(obj, flags)
 
 
 def poll(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
     """One pass with select(), asking every channel, as 3.11's ``poll()`` did."""
-    _loop.run_once(_default_map(map), _pollers_get("select"), timeout)
+    _loop.run_once(_default_map(map), pollers.get("select"), timeout)
 
 
 def poll2(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
@@ -140,8 +120,8 @@ def poll2(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
 
     Falls back to select() where the platform has no poll().
     """
-    name = "poll" if "poll" in _pollers_available() else "select"
-    _loop.run_once(_default_map(map), _pollers_get(name), timeout)
+    name = "poll" if "poll" in pollers.available() else "select"
+    _loop.run_once(_default_map(map), pollers.get(name), timeout)
 
 
 poll3 = poll2
@@ -160,15 +140,16 @@ def loop(
     Runs passes until the map is empty and no timer is pending, or for at
     most ``count`` passes.  Each pass waits at most ``timeout`` seconds (less
     when a timer is due sooner).  ``poller`` is a backend name or class;
-    without it the process default is used (see ``set_default_poller``), and
-    ``use_poll=True`` only matters when that default is select.  The poller
-    and its registrations are kept across calls for the same map and
-    released when the map empties.
+    without it the process default is used (see ``set_default_poller``).
+    The poller and its registrations are kept across calls for the same map
+    and released when the map empties.
 
-    Events reach the channels as they did in 3.11: with ``use_poll=True`` a
-    hang-up or error calls ``handle_close`` (poll2 semantics); without it a
-    hang-up shows as a read/write event (select semantics), whatever the
-    backend.
+    ``use_poll`` does two things.  It always picks how events reach the
+    channels, as in 3.11: with ``use_poll=True`` a hang-up or error calls
+    ``handle_close`` (poll2 semantics); without it a hang-up shows as a
+    read/write event (select semantics), whatever the backend.  And when the
+    default backend is select (and no ``poller`` is given), ``use_poll=True``
+    runs the loop on poll instead, as 3.11 did.
 
     Raises pollers.UnknownPollerError for an unknown poller name.
     """
@@ -187,18 +168,6 @@ def loop(
     finally:
         if not socket_map_:
             _loop.forget(socket_map_)
-
-
-def _pollers_get(name: str) -> Any:
-    import pollers
-
-    return pollers.get(name)
-
-
-def _pollers_available() -> List[str]:
-    import pollers
-
-    return pollers.available()
 
 
 class dispatcher:
@@ -224,9 +193,10 @@ class dispatcher:
     #: of descriptors or memory (see :meth:`handle_accept_error`).
     accept_pause: float = 0.1
 
-    # While True the loop asks for no event on this fd (_loop.wanted_events),
-    # so a listener whose backlog cannot be accepted does not spin.
-    _accept_paused = False
+    #: True while accepting is paused (:meth:`pause_accepting`): the loop
+    #: then asks for no event on this fd, so a listener whose backlog cannot
+    #: be accepted does not spin.  Read it; change it through the methods.
+    accept_paused = False
     _accept_resume: Any = None  # the timer that ends the pause
     _accept_failing = False  # this run of failures was logged; a good accept resets it
 
@@ -297,9 +267,9 @@ class dispatcher:
         """
         fd = self._fileno
         if fd is not None:
-            changed = getattr(self._map, "_changed", None)
-            if changed is not None:
-                changed.add(fd)
+            mark_changed = getattr(self._map, "mark_changed", None)
+            if mark_changed is not None:  # a plain dict is compared in full anyway
+                mark_changed(fd)
 
     def create_socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM) -> None:
         """Create a non-blocking socket and add this channel to its map."""
@@ -421,21 +391,21 @@ class dispatcher:
         if not 0 <= seconds < float("inf"):
             raise ValueError(f"pause must be a finite number of seconds >= 0, got {seconds!r}")
         self._end_accept_pause()
-        self._accept_paused = True
+        self.accept_paused = True
         self.interest_changed()
         when = time.monotonic() + seconds
         self._accept_resume = _loop.loop_for(self._map).timers.schedule(when, self._resume_accepting)
 
     def _resume_accepting(self) -> None:
         self._accept_resume = None
-        self._accept_paused = False
+        self.accept_paused = False
         self.interest_changed()
 
     def _end_accept_pause(self) -> None:
         if self._accept_resume is not None:
             self._accept_resume.cancel()
             self._accept_resume = None
-        self._accept_paused = False
+        self.accept_paused = False
 
     def send(self, data: Any) -> int:
         """Send what the socket takes now; returns the count (0 when it would block).
@@ -447,7 +417,7 @@ class dispatcher:
         except OSError as exc:
             if exc.errno == EWOULDBLOCK:
                 return 0
-            if exc.errno in _DISCONNECTED:
+            if exc.errno in DISCONNECTED:
                 self.handle_close()
                 return 0
             raise
@@ -460,7 +430,7 @@ class dispatcher:
         try:
             data = self.socket.recv(buffer_size)
         except OSError as exc:
-            if exc.errno in _DISCONNECTED:
+            if exc.errno in DISCONNECTED:
                 self.handle_close()
                 return b""
             raise
@@ -616,13 +586,13 @@ class dispatcher_with_send(dispatcher):
 def _dispatcher_interest(obj: dispatcher) -> int:
     if obj.accepting:
         # a listener pausing after accept() ran out of fds watches nothing
-        return 0 if obj._accept_paused else _INPUT
+        return 0 if obj.accept_paused else _INPUT
     return _ALL
 
 
 def _with_send_interest(obj: dispatcher_with_send) -> int:
     if obj.accepting:
-        return 0 if obj._accept_paused else _INPUT
+        return 0 if obj.accept_paused else _INPUT
     return _ALL if (obj.out_buffer or not obj.connected) else _INPUT
 
 
@@ -665,7 +635,7 @@ def close_all(map: Optional[SocketMapType] = None, ignore_all: bool = False) -> 
         except OSError as exc:
             if exc.errno != EBADF and not ignore_all:
                 raise
-        except _reraised_exceptions:
+        except RERAISED:
             raise
         except BaseException:
             if not ignore_all:

@@ -25,7 +25,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._errors import _reraised_exceptions
+from ._delivery import call_guarded
 from ._timers import TimerHandle
 from .timers import call_later
 
@@ -128,9 +128,4 @@ class IdleTimeoutMixin:
         if remaining > 0:
             self._idle_timer = call_later(remaining, self._idle_check, map=self._idle_map)
             return
-        try:
-            self.handle_idle_timeout()
-        except _reraised_exceptions:
-            raise
-        except BaseException:
-            self.handle_error()
+        call_guarded(self, "handle_idle_timeout")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from . import _loop, asyncore
 from ._config import resolve_poller
-from ._timers import Cancel, ForeignDriver
+from ._foreign_driver import Cancel, ForeignDriver
 
 __all__ = ["TkAttachment", "attach"]
 
@@ -138,7 +138,7 @@ def attach(
     poll_interval = _positive(poll_interval, "poll_interval")
     socket_map = asyncore.socket_map if map is None else map
     current = _loop.existing_loop(socket_map)
-    if current is not None and current.pins:
+    if current is not None and current.pinned:
         raise RuntimeError(
             f"this socket map is already served by another event loop ({current.poller!r})"
         )

@@ -52,7 +52,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 from pollers import READ, WRITE
 
 from . import _loop
-from ._loop import pushes_interest
+from ._delivery import DISCONNECTED
+from ._loop import pushes_interest, reports_changes
 
 __all__ = ["HANDSHAKE", "OPEN", "CLOSING", "TLSMixin", "TLSSocket"]
 
@@ -77,7 +78,7 @@ _UNWRAP = "unwrap"
 def _disconnected(exc: OSError) -> bool:
     """A socket error that means the peer is gone (not an SSL error: those
     reuse small errno values for their own codes)."""
-    return not isinstance(exc, ssl.SSLError) and exc.errno in _loop._DISCONNECTED
+    return not isinstance(exc, ssl.SSLError) and exc.errno in DISCONNECTED
 
 
 def _would_block(what: str) -> BlockingIOError:
@@ -332,7 +333,7 @@ class TLSMixin:
                 setattr(cls, name, _tls_predicate(own, tls_answer))
             elif getattr(cls, name) is getattr(TLSMixin, name):
                 beneath = getattr(super(), name, None)
-                if beneath is not None and beneath not in _loop._PUSHED_PREDICATES:
+                if beneath is not None and not reports_changes(beneath):
                     # a legacy predicate below us must still be asked every
                     # pass: give this class an unmarked copy of ours
                     setattr(cls, name, _tls_predicate(beneath, tls_answer))
@@ -591,7 +592,7 @@ class TLSMixin:
             return
         state = _loop.existing_loop(self._map)
         if state is not None:
-            state.synthetic.append((self._fileno, READ))
+            state.inject(self._fileno, READ)
             self._tls_wake_queued = True
 
 
@@ -608,6 +609,6 @@ def _tls_predicate(
         return tls_answer(self, own.__get__(self, type(self)))
 
     functools.update_wrapper(predicate, own)
-    if own in _loop._PUSHED_PREDICATES:
+    if reports_changes(own):
         pushes_interest(predicate)
     return predicate

@@ -40,7 +40,7 @@ REPORTED = READ | PRI | WRITE | ERR | HUP | NVAL
 
 # Errors that mean "the kernel no longer knows this fd": the only ones that
 # unregister swallows.
-_IGNORED_ON_UNREGISTER = frozenset({errno.ENOENT, errno.EBADF})
+IGNORED_ON_UNREGISTER = frozenset({errno.ENOENT, errno.EBADF})
 
 # The longest single wait, in seconds: poll(2) and epoll_wait(2) take an int of
 # milliseconds, and CPython raises OverflowError past 2**31 - 1 of them (about
@@ -289,7 +289,7 @@ class Poller:
         try:
             self._kernel_unregister(fd, old)
         except OSError as exc:
-            if exc.errno not in _IGNORED_ON_UNREGISTER:
+            if exc.errno not in IGNORED_ON_UNREGISTER:
                 raise
 
     def _check_open(self) -> None:

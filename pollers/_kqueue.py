@@ -34,9 +34,9 @@ import select
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple
 
 from ._base import (
-    _IGNORED_ON_UNREGISTER,
     ERR,
     HUP,
+    IGNORED_ON_UNREGISTER,
     READ,
     WRITE,
     AlwaysReady,
@@ -121,7 +121,7 @@ class KqueuePoller(SweepingPoller):
             self._control(fd, _filter_of(flag), _kq_api.KQ_EV_DELETE)
         except OSError as exc:
             # the kernel dropped the filter with the closed fd already
-            if exc.errno not in _IGNORED_ON_UNREGISTER:
+            if exc.errno not in IGNORED_ON_UNREGISTER:
                 raise
 
     def _undo(self, fd: int, done: List[Tuple[int, bool]]) -> None:

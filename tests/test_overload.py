@@ -150,7 +150,7 @@ def test_closing_a_paused_listener_ends_the_pause(poller_name: str) -> None:
     listener.close()
     assert len(state.timers) == 0  # nothing left to keep loop() running
     asyncore.loop(timeout=5, map=socket_map, poller=poller_name)  # returns at once
-    assert listener._accept_paused is False
+    assert listener.accept_paused is False
 
 
 def test_a_paused_listener_is_not_watched(poller_name: str) -> None:

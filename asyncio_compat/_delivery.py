@@ -1,0 +1,175 @@
+"""Event delivery: how a poller's report reaches a channel's handlers.
+
+This module owns the handler-error contract, the same for every event source
+(the loop, ``asyncore.readwrite``/``read``/``write``, timers that call a
+channel's handler, the TLS and socketserver channels):
+
+* ExitNow, KeyboardInterrupt and SystemExit (:data:`RERAISED`) propagate to
+  the caller of ``loop()``;
+* with poll2() semantics, an OSError whose errno means the peer is gone
+  (:data:`DISCONNECTED`) calls ``handle_close()``;
+* any other exception calls ``handle_error()``.
+
+Two delivery styles exist because CPython 3.11 had two: :func:`deliver_poll`
+(``poll2()``/``readwrite``: a hang-up calls ``handle_close``) and
+:func:`deliver_select` (``poll()``: select() has no hang-up flag, so a hang-up
+shows as the read/write event the channel asked for).  :func:`deliver_events`
+runs a whole pass's batch; it inlines the READ-only case, the one that
+dominates every workload, and ``tests/test_delivery.py`` checks that the
+inline copy and these functions agree on every outcome.
+"""
+
+from __future__ import annotations
+
+import traceback
+from errno import EBADF, ECONNABORTED, ECONNRESET, ENOTCONN, EPIPE, ESHUTDOWN
+from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Type
+
+from pollers import ERR, HUP, NVAL, PRI, READ, WRITE, Poller
+
+from ._channel import Channel, HandlesErrors
+from ._errors import ExitNow
+
+#: errnos that mean "the connection is gone": the channel is closed, not blamed
+DISCONNECTED: FrozenSet[int] = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF})
+
+#: exceptions a handler may raise through the loop to its caller
+RERAISED: Tuple[Type[BaseException], ...] = (ExitNow, KeyboardInterrupt, SystemExit)
+
+_CLOSE_FLAGS = HUP | ERR | NVAL
+
+#: (fd, channel bound when the kernel reported it, flags)
+Event = Tuple[int, Channel, int]
+
+
+def call_guarded(obj: HandlesErrors, handler_name: str) -> None:
+    """Call ``obj``'s method ``handler_name``; any exception but :data:`RERAISED`
+    (a missing method included, as in 3.11) goes to ``obj.handle_error()``."""
+    try:
+        getattr(obj, handler_name)()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def _owns(obj: Channel, fd: int, socket_map: Optional[Mapping[int, object]]) -> bool:
+    # without a map (asyncore.readwrite) every flag is delivered, as in 3.11
+    return socket_map is None or socket_map.get(fd) is obj
+
+
+def deliver_poll(
+    obj: Channel, flags: int, fd: int = -1, socket_map: Optional[Mapping[int, object]] = None
+) -> None:
+    """Deliver one fd's events with poll2() semantics (3.11's ``readwrite``).
+
+    Read first (so data that came with a hang-up is not lost), then write,
+    urgent data, and ``handle_close`` for HUP, ERR or NVAL.  Given a
+    ``socket_map``, a channel that leaves it (under ``fd``) while handling
+    one event gets none of the rest.  Errors follow the module's contract.
+    """
+    try:
+        if flags & READ:
+            obj.handle_read_event()
+        if flags & WRITE and _owns(obj, fd, socket_map):
+            obj.handle_write_event()
+        if flags & PRI and _owns(obj, fd, socket_map):
+            obj.handle_expt_event()
+        if flags & _CLOSE_FLAGS and _owns(obj, fd, socket_map):
+            obj.handle_close()
+    except OSError as exc:
+        if exc.errno in DISCONNECTED:
+            obj.handle_close()
+        else:
+            obj.handle_error()
+    except RERAISED:
+        raise
+    except BaseException:
+        obj.handle_error()
+
+
+def deliver_select(
+    obj: Channel, flags: int, fd: int, socket_map: Mapping[int, object], poller: Poller
+) -> None:
+    """Deliver one fd's events with 3.11 ``poll()`` (select) semantics.
+
+    select() has no hang-up flag: a socket with an error or a hang-up is
+    simply readable and writable, so HUP and ERR are delivered as the READ
+    and WRITE events the channel asked for, and its own ``recv()`` finds the
+    end.  Every exception but :data:`RERAISED` goes to ``handle_error``,
+    each handler guarded on its own.  An fd closed behind our back (NVAL;
+    select() raised EBADF in 3.11) closes the channel.
+    """
+    if flags & (HUP | ERR):
+        flags |= poller.get_mask(fd) & (READ | WRITE) if fd in poller else 0
+    if flags & READ:
+        call_guarded(obj, "handle_read_event")
+    if flags & WRITE and socket_map.get(fd) is obj:
+        call_guarded(obj, "handle_write_event")
+    if flags & PRI and socket_map.get(fd) is obj:
+        call_guarded(obj, "handle_expt_event")
+    if flags & NVAL and socket_map.get(fd) is obj:
+        deliver_poll(obj, NVAL, fd, socket_map)
+
+
+def report_error(obj: HandlesErrors) -> None:
+    """Call ``obj.handle_error()`` for the exception being handled.
+
+    A ``handle_error`` that itself fails is printed to stderr (it must not
+    take the loop down); :data:`RERAISED` propagates.
+    """
+    try:
+        obj.handle_error()
+    except RERAISED:
+        raise
+    except BaseException:
+        traceback.print_exc()
+
+
+def deliver_events(
+    events: List[Event],
+    socket_map: Mapping[int, object],
+    poller: Poller,
+    poll_semantics: bool,
+    interest_of: Dict[int, Callable[[Channel], int]],
+    interest_failed: Callable[[int, Channel], None],
+) -> None:
+    """Deliver a pass's events, each to the channel it was bound to.
+
+    An event whose fd no longer belongs to its channel (closed, or reused by
+    another channel during the pass) is dropped.  After each event, a channel
+    listed in ``interest_of`` (one that reports its interest changes) is
+    asked for its mask at once and the poller told if it changed; when that
+    fails, ``interest_failed(fd, channel)`` sorts it out.
+    """
+    owner_now = socket_map.get
+    registered = poller.masks
+    for fd, obj, flags in events:
+        if owner_now(fd) is not obj:
+            continue
+        if flags == READ:
+            # The common case, inline (saves a call per event): the same
+            # outcome as deliver_poll / deliver_select for READ alone.
+            try:
+                obj.handle_read_event()
+            except RERAISED:
+                raise
+            except OSError as exc:
+                if poll_semantics and exc.errno in DISCONNECTED:
+                    obj.handle_close()
+                else:
+                    obj.handle_error()
+            except BaseException:
+                obj.handle_error()
+        elif poll_semantics:
+            deliver_poll(obj, flags, fd, socket_map)
+        else:
+            deliver_select(obj, flags, fd, socket_map, poller)
+        interest = interest_of.get(fd)
+        if interest is not None and owner_now(fd) is obj:
+            try:
+                events_wanted = interest(obj)
+                if events_wanted != registered.get(fd):
+                    poller.set_mask(fd, events_wanted)
+            except Exception:
+                interest_failed(fd, obj)
