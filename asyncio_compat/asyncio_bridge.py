@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
 import selectors
 from typing import (
     TYPE_CHECKING,
@@ -47,6 +46,7 @@ from ._config import get_default_poller
 from ._foreign_driver import Cancel, ForeignDriver
 from ._loop import pushes_interest
 from ._timers import TimerHandle
+from ._validation import seconds
 from .timers import call_at
 
 __all__ = [
@@ -68,14 +68,6 @@ _FATAL = (KeyboardInterrupt, SystemExit)
 def _map_or_default(socket_map: Any) -> Any:
     # looked up at call time: programs rebind asyncore.socket_map
     return asyncore.socket_map if socket_map is None else socket_map
-
-
-def _check_interval(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
-    return float(value)
 
 
 # -- legacy dispatchers inside asyncio -------------------------------------------------
@@ -331,7 +323,7 @@ def attach(
     map is already served by another event loop; TypeError/ValueError for a
     ``poll_interval`` that is not a positive number.
     """
-    interval = _check_interval(poll_interval, "poll_interval")
+    interval = seconds(poll_interval, "poll_interval", positive=True)
     event_loop = asyncio.get_running_loop() if loop is None else loop
     return MapBridge(_map_or_default(map), event_loop, interval)
 

@@ -21,25 +21,19 @@ therefore lazy by at most the time it takes to run the pass.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._delivery import call_guarded
 from ._timers import TimerHandle
+from ._validation import seconds
 from .timers import call_later
 
 __all__ = ["IdleTimeoutMixin"]
 
 
-def _check_timeout(seconds: Optional[float]) -> Optional[float]:
-    if seconds is None:
-        return None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise TypeError(f"idle_timeout must be a number of seconds or None, not {type(seconds).__name__}")
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError(f"idle_timeout must be a positive finite number of seconds, got {seconds!r}")
-    return float(seconds)
+def _check_timeout(allowed: Optional[float]) -> Optional[float]:
+    return None if allowed is None else seconds(allowed, "idle_timeout", positive=True)
 
 
 class IdleTimeoutMixin:

@@ -16,25 +16,14 @@ do from a handler.
 
 from __future__ import annotations
 
-import math
 import time
-from numbers import Real
 from typing import Any, Callable, Optional
 
 from . import _loop
 from ._timers import TimerHandle, TimerQueue
+from ._validation import finite_number, seconds
 
 __all__ = ["TimerHandle", "call_at", "call_every", "call_later"]
-
-
-def _number(value: Any, name: str) -> float:
-    """``value`` as a finite float; TypeError or ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValueError(f"{name} must be finite, got {result!r}")
-    return result
 
 
 def _check_callable(callback: Any) -> None:
@@ -44,7 +33,9 @@ def _check_callable(callback: Any) -> None:
 
 def _queue(socket_map: Any) -> TimerQueue:
     if socket_map is None:
-        # looked up at call time: programs (and CPython's tests) rebind it
+        # looked up at call time: programs (and CPython's tests) rebind it.
+        # Imported here, not at the top: `import asyncio_compat` (which
+        # imports this module) must not load asyncore (see _install.py).
         from . import asyncore
 
         socket_map = asyncore.socket_map
@@ -60,7 +51,7 @@ def call_at(when: float, callback: Callable[..., Any], *args: Any, map: Any = No
     Raises TypeError when ``callback`` is not callable or ``when`` is not a
     number, ValueError when ``when`` is NaN or infinite.
     """
-    deadline = _number(when, "when")
+    deadline = finite_number(when, "when")
     _check_callable(callback)
     return _queue(map).schedule(deadline, callback, args)
 
@@ -72,11 +63,9 @@ def call_later(delay: float, callback: Callable[..., Any], *args: Any, map: Any 
     callable or ``delay`` is not a number, ValueError when ``delay`` is
     negative, NaN or infinite.
     """
-    seconds = _number(delay, "delay")
-    if seconds < 0:
-        raise ValueError(f"delay must not be negative, got {seconds!r}")
+    wait = seconds(delay, "delay")
     _check_callable(callback)
-    return _queue(map).schedule(time.monotonic() + seconds, callback, args)
+    return _queue(map).schedule(time.monotonic() + wait, callback, args)
 
 
 def call_every(
@@ -99,11 +88,7 @@ def call_every(
     number, ValueError when ``interval`` is not positive or ``first`` is
     negative, or either is NaN or infinite.
     """
-    period = _number(interval, "interval")
-    if period <= 0:
-        raise ValueError(f"interval must be positive, got {period!r}")
-    delay = period if first is None else _number(first, "first")
-    if delay < 0:
-        raise ValueError(f"first must not be negative, got {delay!r}")
+    period = seconds(interval, "interval", positive=True)
+    delay = period if first is None else seconds(first, "first")
     _check_callable(callback)
     return _queue(map).schedule(time.monotonic() + delay, callback, args, period)

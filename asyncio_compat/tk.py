@@ -23,16 +23,9 @@ from typing import Any, Callable, Optional
 from . import _loop, asyncore
 from ._config import resolve_poller
 from ._foreign_driver import Cancel, ForeignDriver
+from ._validation import seconds
 
 __all__ = ["TkAttachment", "attach"]
-
-
-def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
-    return float(value)
 
 
 class TkAttachment(ForeignDriver):
@@ -134,8 +127,8 @@ def attach(
     loop, TypeError/ValueError for a bad ``tick`` or ``poll_interval``, and
     pollers.UnknownPollerError for an unknown poller name.
     """
-    tick = _positive(tick, "tick")
-    poll_interval = _positive(poll_interval, "poll_interval")
+    tick = seconds(tick, "tick", positive=True)
+    poll_interval = seconds(poll_interval, "poll_interval", positive=True)
     socket_map = asyncore.socket_map if map is None else map
     current = _loop.existing_loop(socket_map)
     if current is not None and current.pinned:

@@ -318,8 +318,8 @@ def test_call_every_first_delay(default_poller: str, socket_map: asyncore.Socket
         (lambda m: call_at(math.nan, print, map=m), ValueError, "when must be finite"),
         (lambda m: call_at(b"0", print, map=m), TypeError, "when must be a number"),  # type: ignore[arg-type]
         (lambda m: call_at(0.0, None, map=m), TypeError, "callback must be callable"),  # type: ignore[arg-type]
-        (lambda m: call_every(0, print, map=m), ValueError, "interval must be positive"),
-        (lambda m: call_every(-1, print, map=m), ValueError, "interval must be positive"),
+        (lambda m: call_every(0, print, map=m), ValueError, "interval must be a positive"),
+        (lambda m: call_every(-1, print, map=m), ValueError, "interval must be a positive"),
         (lambda m: call_every(math.nan, print, map=m), ValueError, "interval must be finite"),
         (lambda m: call_every(1, print, map=m, first=-1), ValueError, "first must not be negative"),
         (lambda m: call_every(1, 42, map=m), TypeError, "callback must be callable"),  # type: ignore[arg-type]

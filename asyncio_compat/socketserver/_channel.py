@@ -22,10 +22,11 @@ import sys
 import traceback
 from typing import Any, Callable, Optional
 
-from . import timers
-from ._delivery import call_guarded
-from ._loop import pushes_interest
-from .asyncore import dispatcher
+from .. import timers
+from .._delivery import call_guarded
+from .._loop import pushes_interest
+from .._validation import seconds
+from ..asyncore import dispatcher
 
 
 class ServerChannel(dispatcher):
@@ -53,11 +54,12 @@ class ServerChannel(dispatcher):
         With ``service_interval`` (seconds), the server's
         ``service_actions()`` also runs on the map loop's timers at that
         period.  ``on_detach`` is called once, when the channel leaves the
-        map.  Raises ValueError when the server's socket is closed or the
-        interval is not positive.
+        map.  Raises ValueError when the server's socket is closed, and
+        TypeError/ValueError when ``service_interval`` is not a positive
+        number of seconds.
         """
-        if service_interval is not None and not service_interval > 0:
-            raise ValueError(f"poll_interval must be a positive number of seconds, not {service_interval!r}")
+        if service_interval is not None:
+            service_interval = seconds(service_interval, "service_interval", positive=True)
         fd = server.fileno()
         if fd < 0:
             raise ValueError(f"cannot attach {server!r}: its socket is closed")

@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Any, Callable, List, NoReturn, Optional, Set, 
 
 from pollers import NVAL, READ, Poller, fd_of
 
-from ._config import PollerSpec, resolve_poller
-from ._socketserver_channel import ServerChannel
-from ._socketserver_wait import ShutdownWaker, fd_reported, wait_for_request
+from .._config import PollerSpec, resolve_poller
+from .._validation import seconds
+from ._channel import ServerChannel
+from ._wait import ShutdownWaker, fd_reported, wait_for_request
 
 __version__ = "0.4"
 
@@ -335,15 +336,15 @@ class BaseServer:
         The server's ``poller`` setting does not apply: the loop's backend does.
 
         Raises RuntimeError when the server is already attached or inside
-        ``serve_forever()``, ValueError when its socket is closed or
-        ``poll_interval`` is not a positive number.
+        ``serve_forever()``, ValueError when its socket is closed,
+        TypeError/ValueError when ``poll_interval`` is not a positive number
+        of seconds.
         """
         if self._channel is not None:
             raise RuntimeError(f"{self!r} is already attached to a socket map")
         if self._serving:
             raise RuntimeError(f"{self!r} is running serve_forever(); shut it down before attach()")
-        if not (isinstance(poll_interval, (int, float)) and poll_interval > 0):
-            raise ValueError(f"poll_interval must be a positive number of seconds, not {poll_interval!r}")
+        poll_interval = seconds(poll_interval, "poll_interval", positive=True)
         # the default service_actions() does nothing: no need to wake the loop for it
         periodic = type(self).service_actions is not BaseServer.service_actions
         interval = poll_interval if periodic else None
