@@ -280,3 +280,39 @@ def test_socketserver_has_the_names_the_stdlib_has_on_windows(monkeypatch: pytes
 def test_workers_module_is_absent_without_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImportError, match=r"needs os\.fork\(\)"):
         import_as_on_windows("asyncio_compat.workers", monkeypatch)
+
+
+class WriteOnlyConnector(asyncore.dispatcher):
+    """Connects with ``readable()`` False: only WRITE (so only the exceptional set) tells."""
+
+    def __init__(self, port: int, socket_map: Any) -> None:
+        super().__init__(map=socket_map)
+        self.told: List[str] = []
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.connect(("127.0.0.1", port))
+
+    def readable(self) -> bool:
+        return False
+
+    def handle_error(self) -> None:
+        self.told.append("error")
+        self.close()
+
+    def handle_close(self) -> None:
+        self.told.append("close")
+        self.close()
+
+
+@pytest.mark.parametrize("use_poll, told", [(False, "error"), (True, "close")])
+def test_a_failed_connect_reaches_a_write_only_channel(
+    windows_rules: None, monkeypatch: pytest.MonkeyPatch, socket_map: asyncore.SocketMap,
+    use_poll: bool, told: str,
+) -> None:
+    with socket.socket() as unused:  # bound, never listening: connecting is refused
+        unused.bind(("127.0.0.1", 0))
+        channel = WriteOnlyConnector(unused.getsockname()[1], socket_map)
+        fd = channel.socket.fileno()
+        select.select([], [fd], [], 5.0)  # the refusal has arrived
+        monkeypatch.setattr(select, "select", fake_select([fd], []))  # as Winsock reports it
+        asyncore.loop(timeout=0, map=socket_map, count=1, use_poll=use_poll)
+    assert channel.told == [told]
