@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pkgutil
 import select
 import socket
 import time
@@ -17,6 +18,7 @@ import pytest
 from helpers import release_map
 from windows_rules import MISSING_FROM_SELECT, import_as_on_windows
 
+import asyncio_compat
 import pollers
 from asyncio_compat import asyncore
 from asyncio_compat.timers import call_later
@@ -275,6 +277,19 @@ def test_socketserver_has_the_names_the_stdlib_has_on_windows(monkeypatch: pytes
     assert set(stdlib.__all__) <= set(ours.__all__)
     assert all(hasattr(ours, name) for name in ours.__all__)
     assert ours.ThreadingTCPServer.__mro__[1] is ours.ThreadingMixIn
+
+
+def test_every_other_module_imports_as_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [info.name for info in pkgutil.iter_modules(asyncio_compat.__path__)]
+    assert "workers" in names and "asyncore" in names
+    for name in names:
+        if name == "workers":
+            continue
+        try:
+            import_as_on_windows(f"asyncio_compat.{name}", monkeypatch)
+        except ModuleNotFoundError as exc:
+            if exc.name != "tkinter":  # an optional part of Python, absent on some systems
+                raise
 
 
 def test_workers_module_is_absent_without_fork(monkeypatch: pytest.MonkeyPatch) -> None:
