@@ -29,11 +29,11 @@ Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker; a
 worker that gets either signal closes all its channels and exits with
 status 0; a worker notices the death of its parent (even by ``SIGKILL``)
 through a pipe that the parent alone holds open, and exits the same way.
-Workers are forked: POSIX only (importing this module raises ImportError
-where ``os.fork`` is missing, as on Windows), and the parent should not run threads when
-it starts them.  Channels in the parent's default socket map when the
-workers start are not served by them: each worker closes its copies of
-those sockets and starts from an empty map.
+Workers are forked: POSIX only (where ``os.fork`` is missing, as on
+Windows, importing this module raises ImportError), and the parent should
+not run threads when it starts them.  Channels in the parent's default
+socket map when the workers start are not served by them: each worker
+closes its copies of those sockets and starts from an empty map.
 """
 
 from __future__ import annotations

@@ -335,9 +335,9 @@ class SweepingPoller(Poller):
     Such a kernel never reports the fd again, so a channel whose socket was
     closed behind the loop's back would wait forever.  While fds are
     registered, a wait is cut into slices of ``sweep_interval`` seconds and
-    the registered fds are checked with fd_is_open() between slices (and after any
-    wait that ran ``sweep_interval``); the closed ones come back as NVAL, as
-    poll(2) would report them.  The check costs one fstat per fd per
+    the registered fds are checked with fd_is_open() between slices (and
+    after any wait that ran ``sweep_interval``); the closed ones come back as
+    NVAL, as poll(2) would report them.  The check costs one fstat per fd per
     interval, nothing on the per-event path.
     """
 
