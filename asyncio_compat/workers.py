@@ -29,10 +29,11 @@ Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker; a
 worker that gets either signal closes all its channels and exits with
 status 0; a worker notices the death of its parent (even by ``SIGKILL``)
 through a pipe that the parent alone holds open, and exits the same way.
-Workers are forked: POSIX only, and the parent should not run threads when
-it starts them.  Channels in the parent's default socket map when the
-workers start are not served by them: each worker closes its copies of
-those sockets and starts from an empty map.
+Workers are forked: POSIX only (where ``os.fork`` is missing, as on
+Windows, importing this module raises ImportError), and the parent should
+not run threads when it starts them.  Channels in the parent's default
+socket map when the workers start are not served by them: each worker
+closes its copies of those sockets and starts from an empty map.
 """
 
 from __future__ import annotations
@@ -49,7 +50,16 @@ import traceback
 from types import FrameType
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
-from . import asyncore
+if not hasattr(os, "fork"):
+    # Absent where fork() is missing, as the standard library leaves out
+    # socketserver.ForkingMixIn there (Windows).
+    raise ImportError(
+        "asyncio_compat.workers forks its worker processes and needs os.fork(), "
+        "which this platform lacks (Windows, for one)",
+        name=__name__,
+    )
+
+from . import asyncore  # after the guard: file_dispatcher is POSIX-only too
 from ._loop import SocketMap, pushes_interest
 
 __all__ = ["WorkerError", "WorkerPool", "serve_workers", "reuse_port_available"]
@@ -212,14 +222,13 @@ class WorkerPool:
     def start(self) -> None:
         """Bind the address and fork the workers.
 
-        Raises RuntimeError when called twice or where ``os.fork`` is
-        missing, and OSError when binding or forking fails (workers already
-        forked are stopped and every socket is closed first).
+        Raises RuntimeError when called twice, and OSError when binding or
+        forking fails (workers already forked are stopped and every socket is
+        closed first).  (Where ``os.fork`` is missing this module cannot be
+        imported at all.)
         """
         if self._started:
             raise RuntimeError("this WorkerPool was already started")
-        if not hasattr(os, "fork"):
-            raise RuntimeError("worker processes need os.fork(), which this platform lacks")
         self._started = True
         listeners = self._bind_listeners()
         try:

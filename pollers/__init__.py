@@ -14,7 +14,7 @@ This package never imports ``asyncio_compat``.
 from __future__ import annotations
 
 import select
-from typing import Dict, List, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 from ._base import (
     ERR,
@@ -65,9 +65,19 @@ class UnknownPollerError(ValueError):
     """A poller name that is unknown or not available on this platform."""
 
 
+def _offered(name: str) -> bool:
+    # Asked at call time, not at import: a test that removes poll/epoll from
+    # the select module to impose Windows' rules must see them gone.
+    return name in _BACKENDS and (name == "select" or hasattr(select, name))
+
+
 def available() -> List[str]:
-    """Names of the backends this platform has, best first."""
-    return [name for name in PREFERENCE if name in _BACKENDS]
+    """Names of the backends this platform has, best first.
+
+    On Windows that is only ``select``: the select module there has no
+    poll, epoll, kqueue or devpoll.
+    """
+    return [name for name in PREFERENCE if _offered(name)]
 
 
 def get(name: str) -> Type[Poller]:
@@ -77,8 +87,9 @@ def get(name: str) -> Type[Poller]:
     when ``name`` is unknown or not available here.
     """
     try:
-        return _BACKENDS[name]
-    except (KeyError, TypeError):
+        if _offered(name):
+            return _BACKENDS[name]
+    except TypeError:  # an unhashable name
         pass
     known = "unknown" if name not in PREFERENCE else "not available on this platform"
     raise UnknownPollerError(
@@ -94,22 +105,23 @@ def _works(cls: Type[Poller]) -> bool:
     return True
 
 
-_best: Type[Poller] | None = None
+# (the available() names it was probed among, the best of them that works)
+_best: Optional[Tuple[Tuple[str, ...], Type[Poller]]] = None
 
 
 def best() -> Type[Poller]:
     """The cheapest backend that this kernel lets us create.
 
-    Probed once: a backend whose constructor fails (a kernel built without
-    epoll, a sandbox refusing kqueue) is skipped for the next in
+    Probed once (again only if the available backends change): a backend
+    whose constructor fails (a kernel built without epoll, a sandbox
+    refusing kqueue) is skipped for the next in
     epoll > kqueue > devpoll > poll > select.
     """
     global _best
-    if _best is None:
-        _best = next(
-            (_BACKENDS[n] for n in available() if _works(_BACKENDS[n])), SelectPoller
-        )
-    return _best
+    names = tuple(available())
+    if _best is None or _best[0] != names:
+        _best = (names, next((_BACKENDS[n] for n in names if _works(_BACKENDS[n])), SelectPoller))
+    return _best[1]
 
 
 __all__ = [

@@ -20,10 +20,13 @@ import errno
 import math
 import numbers
 import os
+import select
 import stat
 import time
 from types import TracebackType
 from typing import ClassVar, Dict, List, Optional, Protocol, Tuple, Type, TypeVar, Union
+
+from . import _platform
 
 # Portable event flags.  Their values equal select.POLL* on every platform we
 # support (tests assert it), so the poll and epoll backends need no
@@ -41,6 +44,15 @@ REPORTED = READ | PRI | WRITE | ERR | HUP | NVAL
 # Errors that mean "the kernel no longer knows this fd": the only ones that
 # unregister swallows.
 IGNORED_ON_UNREGISTER = frozenset({errno.ENOENT, errno.EBADF})
+
+# Errors that mean "this fd is not open" when select() or fstat() meets it.
+# POSIX says EBADF.  Windows' select() says WSAENOTSOCK for a closed socket
+# handle, which CPython hands over as errno.ENOTSOCK (10038 there; its
+# errno module spells the WSA numbers under the POSIX names too).
+CLOSED_FD_ERRNOS = frozenset(
+    {errno.EBADF, errno.ENOTSOCK}
+    | {getattr(errno, name) for name in ("WSAEBADF", "WSAENOTSOCK") if hasattr(errno, name)}
+)
 
 # The longest single wait, in seconds: poll(2) and epoll_wait(2) take an int of
 # milliseconds, and CPython raises OverflowError past 2**31 - 1 of them (about
@@ -96,11 +108,20 @@ def _clamp_timeout(timeout: object) -> Optional[float]:
 
 
 def fd_is_open(fd: int) -> bool:
-    """True if ``fd`` names an open file; used to find fds closed behind our back."""
+    """True if ``fd`` names an open file; used to find fds closed behind our back.
+
+    Asks fstat().  On Windows fstat() fails on every socket handle (they are
+    not C runtime fds) and only sockets can be polled, so a zero-timeout
+    select() on that one socket asks instead.  An error other than "not
+    open" (CLOSED_FD_ERRNOS) counts as open: the fd is left to the caller.
+    """
     try:
-        os.fstat(fd)
+        if _platform.WINDOWS:
+            select.select([fd], [], [], 0)
+        else:
+            os.fstat(fd)
     except OSError as exc:
-        return exc.errno != errno.EBADF
+        return exc.errno not in CLOSED_FD_ERRNOS
     return True
 
 
@@ -314,9 +335,9 @@ class SweepingPoller(Poller):
     Such a kernel never reports the fd again, so a channel whose socket was
     closed behind the loop's back would wait forever.  While fds are
     registered, a wait is cut into slices of ``sweep_interval`` seconds and
-    the registered fds are checked with fstat() between slices (and after any
-    wait that ran ``sweep_interval``); the closed ones come back as NVAL, as
-    poll(2) would report them.  The check costs one fstat per fd per
+    the registered fds are checked with fd_is_open() between slices (and
+    after any wait that ran ``sweep_interval``); the closed ones come back as
+    NVAL, as poll(2) would report them.  The check costs one fstat per fd per
     interval, nothing on the per-event path.
     """
 
@@ -395,5 +416,5 @@ PollerClass = Type[Poller]
 __all__ = [
     "READ", "PRI", "WRITE", "ERR", "HUP", "NVAL", "REQUESTABLE", "REPORTED",
     "Poller", "SweepingPoller", "PollerClass", "FileDescriptorLike", "fd_of",
-    "fd_is_open", "timeout_ms", "MAX_TIMEOUT", "AlwaysReady", "is_regular_file",
+    "fd_is_open", "CLOSED_FD_ERRNOS", "timeout_ms", "MAX_TIMEOUT", "AlwaysReady", "is_regular_file",
 ]

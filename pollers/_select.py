@@ -14,19 +14,36 @@ Kernel facts:
   at register time.
 * PRI maps to the "exceptional" set (out-of-band data, and on some kernels a
   failed connect).
+
+On Windows (``_platform.WINDOWS``, read at call time), Winsock's select():
+
+* fails with WSAEINVAL when all three sets are empty instead of sleeping, so
+  a wait with nothing registered (a loop with only timers) sleeps instead;
+* reports a closed socket as WSAENOTSOCK (errno.ENOTSOCK there), not EBADF,
+  and fstat() does not work on sockets: the closed ones are found by one
+  zero-timeout select() per socket (``_base.fd_is_open``);
+* reports a failed non-blocking connect() in the exceptional set, never as
+  writable, so every fd asking for WRITE is put there too; when such an fd
+  did not ask for PRI the event comes back as ERR, as poll(2) reports it;
+* takes at most 512 sockets per set (CPython's FD_SETSIZE there counts
+  sockets, whatever their handle values), refused at register time.
 """
 
 from __future__ import annotations
 
-import errno
 import select
-from typing import ClassVar, Collection, Dict, List, Optional, Set, Tuple
+import time
+from typing import ClassVar, Collection, Dict, List, NoReturn, Optional, Set, Tuple
 
-from ._base import PRI, READ, WRITE, Poller
+from . import _platform
+from ._base import CLOSED_FD_ERRNOS, ERR, MAX_TIMEOUT, PRI, READ, WRITE, Poller
 
 # fd_set's size in glibc, macOS and the BSDs.  Below it every platform's
 # select() accepts the fd; at or above it we ask CPython (see _selectable).
 FD_SETSIZE = 1024
+
+# CPython's Windows build: how many sockets one select() set may hold.
+WINDOWS_FD_SETSIZE = 512
 
 
 def _selectable(fd: int) -> bool:
@@ -61,12 +78,23 @@ class SelectPoller(Poller):
         self._urgent: Set[int] = set()
 
     def _kernel_register(self, fd: int, events: int) -> None:
-        if not _selectable(fd):
+        if _platform.WINDOWS:
+            self._check_windows_room()
+        elif not _selectable(fd):
             raise ValueError(
                 f"fd {fd} is out of range for select() (at or above FD_SETSIZE, "
                 f"{FD_SETSIZE} on most systems); use the poll, epoll or kqueue backend"
             )
         self._place(fd, events)
+
+    def _check_windows_room(self) -> None:
+        # Past the limit CPython raises ValueError for the whole select()
+        # call, which would stop every channel; refusing the newcomer stops one.
+        if len(self._readers | self._writers | self._urgent) >= WINDOWS_FD_SETSIZE:
+            raise ValueError(
+                f"select() on Windows watches at most {WINDOWS_FD_SETSIZE} sockets "
+                "and that many already ask for events"
+            )
 
     def _kernel_modify(self, fd: int, old: int, events: int) -> None:
         self._place(fd, events)
@@ -87,11 +115,12 @@ class SelectPoller(Poller):
         try:
             return self._select(self._readers, self._writers, self._urgent, timeout)
         except OSError as exc:
-            if exc.errno != errno.EBADF:
+            if exc.errno not in CLOSED_FD_ERRNOS:
                 raise
+            reported = exc
         stale = self._closed_fds()
         if not stale:
-            raise OSError(errno.EBADF, "select() reported EBADF but every fd is open")
+            raise OSError(reported.errno, f"select() reported {reported} but every fd is open")
         gone = {fd for fd, _ in stale}
         # the others may have events too: collect them now, not a pass later
         ready = self._select(self._readers - gone, self._writers - gone, self._urgent - gone, 0.0)
@@ -105,10 +134,32 @@ class SelectPoller(Poller):
         timeout: Optional[float],
     ) -> List[Tuple[int, int]]:
         """One select() call, its three lists merged into (fd, events) pairs."""
-        readable, writable, exceptional = select.select(readers, writers, urgent, timeout)
+        exceptional_wanted = urgent
+        if _platform.WINDOWS:
+            if not (readers or writers or urgent):
+                _sleep(timeout)  # Winsock fails (WSAEINVAL) on three empty sets
+                return []
+            # Winsock reports a failed connect() in the exceptional set only
+            exceptional_wanted = set(urgent).union(writers)
+        readable, writable, exceptional = select.select(readers, writers, exceptional_wanted, timeout)
         ready: Dict[int, int] = dict.fromkeys(readable, READ)
         for fd in writable:
             ready[fd] = ready.get(fd, 0) | WRITE
         for fd in exceptional:
-            ready[fd] = ready.get(fd, 0) | PRI
+            ready[fd] = ready.get(fd, 0) | (PRI if fd in urgent else ERR)
         return list(ready.items())
+
+
+def _sleep(timeout: Optional[float]) -> None:
+    """Wait as select() with three empty sets does on POSIX: ``timeout``, or forever for None."""
+    if timeout is None:
+        _sleep_forever()
+    if timeout > 0:
+        time.sleep(timeout)
+
+
+def _sleep_forever() -> NoReturn:
+    # only a signal handler's exception (KeyboardInterrupt) ends this, as it
+    # would end a POSIX select() on nothing
+    while True:
+        time.sleep(MAX_TIMEOUT)

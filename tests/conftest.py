@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import pytest
+from windows_rules import posix_only_reason, requested, windows_rules  # noqa: F401 (a fixture)
 
 import pollers
 
@@ -34,6 +36,14 @@ def poller_name(request: pytest.FixtureRequest) -> str:
     if name not in pollers.available():
         pytest.skip(f"{name} poller not available on this platform")
     return name
+
+
+@pytest.fixture
+def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
+    """A connected socket pair, closed after the test (a module may define its own)."""
+    left, right = socket.socketpair()
+    with left, right:
+        yield left, right
 
 
 @pytest.fixture
@@ -85,3 +95,32 @@ def _describe(fds: List[int]) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_leaks: skip the fd/thread leak check")
     config.addinivalue_line("markers", "soak: long load tests (bounded to about a minute)")
+    config.addinivalue_line(
+        "markers", "windows_rules: imposes the Windows rules itself (never skipped by --windows-rules)"
+    )
+
+
+# -- Windows rules (tests/windows_rules.py) ----------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--windows-rules",
+        action="store_true",
+        help="run every test under Windows' rules (or ASYNCIO_COMPAT_TEST_WINDOWS_RULES=1)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    if requested(config):
+        for item in items:
+            reason = posix_only_reason(item)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _windows_rules_when_requested(request: pytest.FixtureRequest) -> None:
+    # autouse fixtures are set up first, so poller_name already sees select alone
+    if requested(request.config):
+        request.getfixturevalue("windows_rules")

@@ -16,6 +16,11 @@ from typing import Any, List, Set, Tuple
 import pytest
 
 from asyncio_compat import asyncore
+
+if not hasattr(os, "fork"):
+    # the module itself is absent there (ImportError), as ForkingMixIn is in the stdlib
+    pytest.skip("asyncio_compat.workers needs os.fork()", allow_module_level=True)
+
 from asyncio_compat.workers import WorkerError, WorkerPool, reuse_port_available, serve_workers
 
 pytestmark = [

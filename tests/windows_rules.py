@@ -1,0 +1,175 @@
+"""Windows' rules imposed on Linux, so that the loop is tested as it would run there.
+
+CPython 3.11's asyncore ran on Windows, where:
+
+* ``select()`` is the only mechanism: the ``select`` module has no poll,
+  epoll, kqueue or devpoll;
+* ``select()`` waits on sockets only (a pipe gives WSAENOTSOCK), and with
+  three empty sets it fails with WSAEINVAL instead of sleeping;
+* a socket closed behind select()'s back gives WSAENOTSOCK, not EBADF; the
+  WSA numbers arrive through ``errno`` (``errno.ENOTSOCK`` is 10038 there);
+* ``os.fstat()`` fails on socket handles (they are not C runtime fds);
+* ``os.name`` is ``"nt"`` (no ``file_dispatcher``), there is no ``os.fork``
+  and no ``socket.AF_UNIX``.
+
+The ``windows_rules`` fixture imposes the call-time rules for one test
+(:func:`impose`) and sets ``pollers._platform.WINDOWS``, the one flag our code
+reads to follow them.  The import-time capabilities (``os.name``, ``os.fork``,
+``AF_UNIX``) cannot be changed under modules already imported:
+:func:`import_as_on_windows` executes a fresh copy of one module without
+them, and :func:`posix_only_reason` names why a test that needs them is
+skipped when the whole run follows the rules (``pytest --windows-rules`` or
+``ASYNCIO_COMPAT_TEST_WINDOWS_RULES=1``; see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import inspect
+import os
+import select
+import socket
+import stat
+from types import ModuleType
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+
+import pytest
+
+import pollers._platform
+
+OPTION = "--windows-rules"
+ENV_VAR = "ASYNCIO_COMPAT_TEST_WINDOWS_RULES"
+
+# what Windows' select module lacks
+MISSING_FROM_SELECT = ("poll", "epoll", "kqueue", "devpoll")
+
+SelectResult = Tuple[List[Any], List[Any], List[Any]]
+
+
+def requested(config: pytest.Config) -> bool:
+    """Whether this whole run follows the rules (the option or the environment variable)."""
+    return bool(config.getoption(OPTION, default=False)) or os.environ.get(ENV_VAR, "") == "1"
+
+
+def _is_socket(fd: int, real_fstat: Callable[[int], os.stat_result]) -> bool:
+    try:
+        return stat.S_ISSOCK(real_fstat(fd).st_mode)
+    except OSError:
+        return True  # a closed fd: let the real select() report it
+
+
+def _fd(obj: Any) -> int:
+    return obj if isinstance(obj, int) else int(obj.fileno())
+
+
+def winsock_select(
+    real_select: Callable[..., SelectResult], real_fstat: Callable[[int], os.stat_result]
+) -> Callable[..., SelectResult]:
+    """``select.select`` as Winsock behaves, built on the real one."""
+
+    def select_like_winsock(
+        rlist: Iterable[Any], wlist: Iterable[Any], xlist: Iterable[Any], timeout: Optional[float] = None
+    ) -> SelectResult:
+        sets = [list(rlist), list(wlist), list(xlist)]
+        if not any(sets):
+            raise OSError(errno.EINVAL, "select() on nothing (WSAEINVAL under the Windows rules)")
+        if any(not _is_socket(_fd(obj), real_fstat) for group in sets for obj in group):
+            raise OSError(errno.ENOTSOCK, "select() on a non-socket (WSAENOTSOCK under the Windows rules)")
+        try:
+            return real_select(*sets, timeout)
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise OSError(errno.ENOTSOCK, "select() on a closed socket (WSAENOTSOCK)") from None
+            raise
+
+    return select_like_winsock
+
+
+def windows_fstat(real_fstat: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
+    """``os.fstat`` that fails on sockets as it does on Windows' socket handles."""
+
+    def fstat_like_windows(fd: int) -> os.stat_result:
+        result = real_fstat(fd)
+        if stat.S_ISSOCK(result.st_mode):
+            raise OSError(errno.EBADF, "fstat() on a socket handle (EBADF under the Windows rules)")
+        return result
+
+    return fstat_like_windows
+
+
+def impose(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Impose the call-time Windows rules until ``monkeypatch`` is undone."""
+    real_fstat = os.fstat
+    for name in MISSING_FROM_SELECT:
+        monkeypatch.delattr(select, name, raising=False)
+    monkeypatch.setattr(select, "select", winsock_select(select.select, real_fstat))
+    monkeypatch.setattr(os, "fstat", windows_fstat(real_fstat))
+    monkeypatch.setattr(pollers._platform, "WINDOWS", True)
+
+
+@pytest.fixture
+def windows_rules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test runs under Windows' rules (see this module's docstring)."""
+    import asyncio_compat
+
+    impose(monkeypatch)
+    # a default chosen before the rules may name a backend Windows lacks
+    asyncio_compat.set_default_poller(None)
+    try:
+        yield
+    finally:
+        asyncio_compat.set_default_poller(None)
+
+
+def import_as_on_windows(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """A fresh copy of module ``name``, executed with os.name "nt", no os.fork and no AF_UNIX.
+
+    The copy is not put in ``sys.modules``: the imported module stays as it
+    was.  Raises what executing the module raises (an ImportError for a
+    module that does not exist on Windows).
+    """
+    found = importlib.util.find_spec(name)
+    assert found is not None and found.origin is not None, name
+    spec = importlib.util.spec_from_file_location(name, found.origin)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "name", "nt")
+        patch.delattr(os, "fork", raising=False)
+        patch.delattr(socket, "AF_UNIX", raising=False)
+        spec.loader.exec_module(module)
+    return module
+
+
+# A word in a test's source (or its parameters) -> what it needs that Windows lacks.
+_POSIX_ONLY = (
+    ("AF_UNIX", "AF_UNIX sockets"),
+    ("Unix", "the Unix-socket servers"),
+    ("fork", "os.fork()"),
+    ("Forking", "os.fork()"),
+    ("file_dispatcher", "file_dispatcher (defined on POSIX only, as in 3.11)"),
+    ("file_wrapper", "file_wrapper (defined on POSIX only, as in 3.11)"),
+    ("os.pipe", "select() on a pipe"),
+    ("os.fstat", "os.fstat() on sockets"),
+)
+
+
+def posix_only_reason(item: pytest.Item) -> Optional[str]:
+    """Why ``item`` cannot run under the Windows rules, or None if it can.
+
+    Looks for the names of POSIX-only features in the test function's source
+    and in its id (parameters such as "UnixStreamServer").  A test marked
+    ``windows_rules`` handles the rules itself and is never skipped.
+    """
+    if item.get_closest_marker("windows_rules"):
+        return None
+    function = getattr(item, "function", None)
+    try:
+        source = inspect.getsource(function) if function is not None else ""
+    except (OSError, TypeError):
+        source = ""
+    for word, feature in _POSIX_ONLY:
+        if word in source or word in item.name:
+            return f"needs {feature}, which Windows lacks ({OPTION})"
+    return None
