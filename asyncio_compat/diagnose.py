@@ -72,6 +72,8 @@ class ModuleInfo:
     ``kind`` is one of ``"asyncio_compat"``, ``"stdlib"``, ``"frozen"`` (a
     known PyPI copy, named by ``distribution``), ``"other"`` (some other file
     of that name) or ``"missing"`` (the import would fail; ``origin`` is None).
+    ``distribution`` is also set for ``"asyncio_compat"`` when a frozen copy's
+    distribution lists the same file (the one installed last overwrote it).
     """
 
     name: str
@@ -208,14 +210,13 @@ def locate_module(name: str) -> ModuleInfo:
     if origin is None:
         return ModuleInfo(name, MISSING, None)
     path = Path(origin).resolve()
-    if _is_ours(name, path):
-        return ModuleInfo(name, OURS, origin)
     if _is_stdlib(path):
         return ModuleInfo(name, STDLIB, origin)
     dist = frozen_owner(name, path)
+    kind = OURS if _is_ours(name, path) else OTHER if dist is None else FROZEN
     if dist is None:
-        return ModuleInfo(name, OTHER, origin)
-    return ModuleInfo(name, FROZEN, origin, dist.metadata["Name"], dist.version)
+        return ModuleInfo(name, kind, origin)
+    return ModuleInfo(name, kind, origin, dist.metadata["Name"], dist.version)
 
 
 # -- pollers and limits --------------------------------------------------------
@@ -268,11 +269,21 @@ def module_warning(module: ModuleInfo) -> Optional[str]:
             f"import {module.name} fails on this Python: pip install asyncio-compat (it adds a "
             f"top-level {module.name}), or call asyncio_compat.install() first"
         )
+    elif module.distribution is not None:
+        return _shared_file_warning(module)
     else:
         return None
     return (
         f"import {module.name} gives {what} ({module.origin}), which shadows asyncio_compat; "
         + _shadow_fix(module)
+    )
+
+
+def _shared_file_warning(module: ModuleInfo) -> str:
+    return (
+        f"{module.distribution} {module.distribution_version} is installed too and lists the "
+        f"same file ({module.origin}): pip uninstall {module.distribution} deletes it; then run "
+        f"pip install --force-reinstall asyncio-compat"
     )
 
 

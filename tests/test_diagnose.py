@@ -360,3 +360,18 @@ def test_a_high_limit_with_another_default_does_not_warn() -> None:
         pytest.skip("select is the best backend here")
     report = run_json(preexec=_soft_limit_setter(soft))
     assert report["warnings"] == []
+
+
+def test_our_drop_in_over_a_frozen_copys_file_warns_about_uninstalling(tmp_path: Path) -> None:
+    # pyasyncore installed first, then asyncio-compat overwrote its asyncore.py
+    origin = make_frozen_copy(tmp_path, "pyasyncore", "asyncore", False)
+    origin.write_text((SHIMS / "asyncore.py").read_text())
+    report = run_json(path=[tmp_path, ROOT, SHIMS])
+    assert module_entry(report, "asyncore") == {
+        "kind": "asyncio_compat", "origin": str(origin),
+        "distribution": "pyasyncore", "distribution_version": "1.0.4",
+    }
+    assert report["warnings"] == [
+        f"pyasyncore 1.0.4 is installed too and lists the same file ({origin}): pip uninstall "
+        f"pyasyncore deletes it; then run pip install --force-reinstall asyncio-compat"
+    ]
