@@ -66,21 +66,32 @@ class PythonInfo:
 
 
 @dataclass(frozen=True)
+class DistributionInfo:
+    """An installed distribution (as pip names it) and its version."""
+
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
 class ModuleInfo:
     """Where ``import <name>`` leads, and whose module that is.
 
     ``kind`` is one of ``"asyncio_compat"``, ``"stdlib"``, ``"frozen"`` (a
-    known PyPI copy, named by ``distribution``), ``"other"`` (some other file
-    of that name) or ``"missing"`` (the import would fail; ``origin`` is None).
-    ``distribution`` is also set for ``"asyncio_compat"`` when a frozen copy's
-    distribution lists the same file (the one installed last overwrote it).
+    known PyPI copy), ``"other"`` (some other file of that name) or
+    ``"missing"`` (the import would fail; ``origin`` is None).
+    ``distributions`` are the frozen-copy distributions that installed the
+    file (several may share one: standard-asynchat pulls in
+    standard-asyncore, which installs the same ``asyncore`` as pyasyncore).
+    ``shared_file`` is True when asyncio-compat and a frozen copy both list
+    the file, so that uninstalling either deletes it.
     """
 
     name: str
     kind: str
     origin: Optional[str]
-    distribution: Optional[str] = None
-    distribution_version: Optional[str] = None
+    distributions: Tuple[DistributionInfo, ...] = ()
+    shared_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,7 @@ class Report:
 def _module_dict(module: ModuleInfo) -> Dict[str, object]:
     fields = vars(module).copy()
     del fields["name"]  # the key of the enclosing object
+    fields["distributions"] = [vars(d).copy() for d in module.distributions]
     return fields
 
 
@@ -195,13 +207,15 @@ def _holds(dist: metadata.Distribution, path: Path) -> bool:
     return Path(str(dist.locate_file(""))).resolve() == _path_entry(path)
 
 
-def frozen_owner(name: str, path: Path) -> Optional[metadata.Distribution]:
-    """The installed frozen-copy distribution (pyasyncore & co) that holds ``path``."""
-    for dist_name in FROZEN_DISTRIBUTIONS[name]:
-        for dist in metadata.distributions(name=dist_name):
-            if _holds(dist, path):
-                return dist
-    return None
+def _owners(dist_names: Sequence[str], path: Path) -> Tuple[DistributionInfo, ...]:
+    """Those of the installed distributions ``dist_names`` that hold ``path``."""
+    found = (
+        DistributionInfo(dist.metadata["Name"], dist.version)
+        for dist_name in dist_names
+        for dist in metadata.distributions(name=dist_name)
+        if _holds(dist, path)
+    )
+    return tuple(dict.fromkeys(found))  # one entry per name and version, in order
 
 
 def locate_module(name: str) -> ModuleInfo:
@@ -212,11 +226,13 @@ def locate_module(name: str) -> ModuleInfo:
     path = Path(origin).resolve()
     if _is_stdlib(path):
         return ModuleInfo(name, STDLIB, origin)
-    dist = frozen_owner(name, path)
-    kind = OURS if _is_ours(name, path) else OTHER if dist is None else FROZEN
-    if dist is None:
-        return ModuleInfo(name, kind, origin)
-    return ModuleInfo(name, kind, origin, dist.metadata["Name"], dist.version)
+    frozen = _owners(FROZEN_DISTRIBUTIONS[name], path)
+    if _is_ours(name, path):
+        return ModuleInfo(name, OURS, origin, frozen, shared_file=bool(frozen))
+    if not frozen:
+        return ModuleInfo(name, OTHER, origin)
+    shared = bool(_owners(("asyncio-compat",), path))
+    return ModuleInfo(name, FROZEN, origin, frozen, shared_file=shared)
 
 
 # -- pollers and limits --------------------------------------------------------
@@ -248,20 +264,30 @@ def limit_info() -> LimitInfo:
 # -- warnings ------------------------------------------------------------------
 
 
+def _names(module: ModuleInfo) -> str:
+    return " ".join(d.name for d in module.distributions)
+
+
+def _names_and_versions(module: ModuleInfo) -> str:
+    return ", ".join(f"{d.name} {d.version}" for d in module.distributions)
+
+
+_REINSTALL = "pip install --force-reinstall asyncio-compat"
+
+
 def _shadow_fix(module: ModuleInfo) -> str:
     later = f"or call asyncio_compat.install() before anything imports {module.name}"
-    if module.kind == FROZEN:
-        return (
-            f"fix: pip uninstall {module.distribution}, then pip install --force-reinstall "
-            f"asyncio-compat (both install a top-level {module.name}), {later}"
-        )
-    return f"fix: rename or remove {module.origin}, {later}"
+    if module.kind != FROZEN:
+        return f"fix: rename or remove {module.origin}, {later}"
+    # the uninstall deletes the file asyncio-compat wrote too
+    reinstall = f" then {_REINSTALL}," if module.shared_file else ""
+    return f"fix: pip uninstall {_names(module)},{reinstall} {later}"
 
 
 def module_warning(module: ModuleInfo) -> Optional[str]:
     """A problem with where ``import <name>`` leads, with its fix; None if there is none."""
     if module.kind == FROZEN:
-        what = f"the frozen copy from {module.distribution} {module.distribution_version}"
+        what = f"the frozen copy from {_names_and_versions(module)}"
     elif module.kind == OTHER:
         what = "a file that is neither asyncio_compat nor the standard library"
     elif module.kind == MISSING:
@@ -269,7 +295,7 @@ def module_warning(module: ModuleInfo) -> Optional[str]:
             f"import {module.name} fails on this Python: pip install asyncio-compat (it adds a "
             f"top-level {module.name}), or call asyncio_compat.install() first"
         )
-    elif module.distribution is not None:
+    elif module.shared_file:
         return _shared_file_warning(module)
     else:
         return None
@@ -281,9 +307,8 @@ def module_warning(module: ModuleInfo) -> Optional[str]:
 
 def _shared_file_warning(module: ModuleInfo) -> str:
     return (
-        f"{module.distribution} {module.distribution_version} is installed too and lists the "
-        f"same file ({module.origin}): pip uninstall {module.distribution} deletes it; then run "
-        f"pip install --force-reinstall asyncio-compat"
+        f"{_names_and_versions(module)} also installed {module.origin}: pip uninstall "
+        f"{_names(module)} deletes it; then run {_REINSTALL}"
     )
 
 
@@ -344,7 +369,7 @@ def _describe_module(module: ModuleInfo) -> str:
     whose = {
         OURS: "asyncio_compat",
         STDLIB: "the standard library (asyncio_compat.install() replaces it)",
-        FROZEN: f"frozen copy from {module.distribution} {module.distribution_version}",
+        FROZEN: f"frozen copy from {_names_and_versions(module)}",
         OTHER: "unknown file",
     }[module.kind]
     return f"{module.origin}  [{whose}]"

@@ -147,7 +147,7 @@ def test_json_the_drop_in_on_the_path_is_ours(name: str) -> None:
     # PYTHONPATH comes before the standard library, so shims/ wins on every version
     assert module_entry(run_json(), name) == {
         "kind": "asyncio_compat", "origin": str(SHIMS / f"{name}.py"),
-        "distribution": None, "distribution_version": None,
+        "distributions": [], "shared_file": False,
     }
 
 
@@ -160,9 +160,7 @@ def test_json_without_the_drop_in(name: str) -> None:
         assert entry["origin"] == str(STDLIB / f"{name}.py")
         assert report["warnings"] == []
     else:
-        assert entry == {
-            "kind": "missing", "origin": None, "distribution": None, "distribution_version": None,
-        }
+        assert entry == {"kind": "missing", "origin": None, "distributions": [], "shared_file": False}
         assert f"import {name} fails on this Python: pip install asyncio-compat" in str(report["warnings"])
 
 
@@ -240,6 +238,37 @@ def test_unknown_poller_in_the_environment_is_a_warning_not_a_crash() -> None:
 # -- a frozen copy shadowing us ----------------------------------------------------
 
 
+NOT_TO_IMPORT = "raise RuntimeError('the diagnostic must not import this file')\n"
+
+
+def write_module(site: Path, module: str, as_package: bool, source: str = NOT_TO_IMPORT) -> Path:
+    """``site/<module>.py`` or ``site/<module>/__init__.py`` holding ``source``; returns it."""
+    origin = site / module / "__init__.py" if as_package else site / f"{module}.py"
+    origin.parent.mkdir(exist_ok=True)
+    origin.write_text(source)
+    return origin
+
+
+def write_dist_info(site: Path, distribution: str, version: str, record: Sequence[Path] = ()) -> None:
+    """A dist-info in ``site`` as pip leaves it (METADATA, and a RECORD listing ``record``
+    relative to ``site`` when given; a dist-info without RECORD is claimed by directory)."""
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    if record:
+        lines = [f"{p.relative_to(site).as_posix()},," for p in record] + [f"{info.name}/METADATA,,"]
+        (info / "RECORD").write_text("\n".join(lines) + "\n")
+
+
+def frozen_warning(module: str, copies: str, origin: Path, uninstall: str, reinstall: bool) -> str:
+    then = " then pip install --force-reinstall asyncio-compat," if reinstall else ""
+    return (
+        f"import {module} gives the frozen copy from {copies} ({origin}), which shadows "
+        f"asyncio_compat; fix: pip uninstall {uninstall},{then} or call asyncio_compat.install() "
+        f"before anything imports {module}"
+    )
+
+
 FROZEN_CASES = [
     # (distribution, module, installed as a package with a RECORD?)
     ("pyasyncore", "asyncore", False),
@@ -248,50 +277,71 @@ FROZEN_CASES = [
 ]
 
 
-def make_frozen_copy(site: Path, distribution: str, module: str, with_record: bool) -> Path:
-    """A fake installation of ``distribution`` in ``site``: the module file and a dist-info;
-    returns the module file.  The module is never imported, so it needs no real content."""
-    if with_record:
-        (site / module).mkdir()
-        origin = site / module / "__init__.py"
-    else:
-        origin = site / f"{module}.py"
-    origin.write_text("raise RuntimeError('the diagnostic must not import a frozen copy')\n")
-    info = site / f"{distribution.replace('-', '_')}-1.0.4.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.0.4\n")
-    if with_record:
-        (info / "RECORD").write_text(f"{module}/__init__.py,,\n{info.name}/METADATA,,\n")
-    return origin
-
-
 @pytest.mark.parametrize("distribution, module, with_record", FROZEN_CASES)
 def test_frozen_copy_on_the_path_is_named_with_its_fix(
     tmp_path: Path, distribution: str, module: str, with_record: bool
 ) -> None:
-    origin = make_frozen_copy(tmp_path, distribution, module, with_record)
+    origin = write_module(tmp_path, module, as_package=with_record)
+    write_dist_info(tmp_path, distribution, "1.0.4", [origin] if with_record else [])
     path = [tmp_path, ROOT, SHIMS]
     report = run_json(path=path)
     assert module_entry(report, module) == {
         "kind": "frozen", "origin": str(origin),
-        "distribution": distribution, "distribution_version": "1.0.4",
+        "distributions": [{"name": distribution, "version": "1.0.4"}], "shared_file": False,
     }
     other = "asynchat" if module == "asyncore" else "asyncore"
     assert module_entry(report, other)["kind"] == "asyncio_compat"
     rows, warnings = text_fields(run_ok(path=path))
     assert rows[module] == f"{origin}  [frozen copy from {distribution} 1.0.4]"
-    assert warnings == report["warnings"]
-    assert warnings == [
-        f"import {module} gives the frozen copy from {distribution} 1.0.4 ({origin}), which shadows "
-        f"asyncio_compat; fix: pip uninstall {distribution}, then pip install --force-reinstall "
-        f"asyncio-compat (both install a top-level {module}), or call asyncio_compat.install() "
-        f"before anything imports {module}"
+    expected = frozen_warning(module, f"{distribution} 1.0.4", origin, distribution, reinstall=False)
+    assert warnings == report["warnings"] == [expected]
+
+
+def test_every_frozen_copy_holding_the_file_is_named(tmp_path: Path) -> None:
+    # as pip leaves pyasyncore next to standard-asynchat, which pulls in standard-asyncore
+    origin = write_module(tmp_path, "asyncore", as_package=True)
+    write_dist_info(tmp_path, "pyasyncore", "1.0.5", [origin])
+    write_dist_info(tmp_path, "standard-asyncore", "3.13.0", [origin])
+    report = run_json(path=[tmp_path, ROOT, SHIMS])
+    entry = module_entry(report, "asyncore")
+    assert entry["distributions"] == [
+        {"name": "pyasyncore", "version": "1.0.5"}, {"name": "standard-asyncore", "version": "3.13.0"},
+    ]
+    assert report["warnings"] == [frozen_warning(
+        "asyncore", "pyasyncore 1.0.5, standard-asyncore 3.13.0", origin,
+        "pyasyncore standard-asyncore", reinstall=False,
+    )]
+
+
+def test_frozen_copy_over_our_file_asks_for_a_reinstall(tmp_path: Path) -> None:
+    # asyncio-compat installed asyncore.py, then pyasyncore overwrote it
+    origin = write_module(tmp_path, "asyncore", as_package=False)
+    write_dist_info(tmp_path, "asyncio-compat", "0.1.0", [origin])
+    write_dist_info(tmp_path, "pyasyncore", "1.0.4", [origin])
+    report = run_json(path=[tmp_path, ROOT, SHIMS])
+    assert module_entry(report, "asyncore")["shared_file"] is True
+    assert report["warnings"] == [
+        frozen_warning("asyncore", "pyasyncore 1.0.4", origin, "pyasyncore", reinstall=True)
+    ]
+
+
+def test_our_drop_in_over_a_frozen_copys_file_warns_about_uninstalling(tmp_path: Path) -> None:
+    # pyasyncore installed asyncore.py, then asyncio-compat overwrote it
+    origin = write_module(tmp_path, "asyncore", False, (SHIMS / "asyncore.py").read_text())
+    write_dist_info(tmp_path, "pyasyncore", "1.0.4", [origin])
+    report = run_json(path=[tmp_path, ROOT, SHIMS])
+    assert module_entry(report, "asyncore") == {
+        "kind": "asyncio_compat", "origin": str(origin),
+        "distributions": [{"name": "pyasyncore", "version": "1.0.4"}], "shared_file": True,
+    }
+    assert report["warnings"] == [
+        f"pyasyncore 1.0.4 also installed {origin}: pip uninstall pyasyncore deletes it; "
+        f"then run pip install --force-reinstall asyncio-compat"
     ]
 
 
 def test_unknown_file_shadowing_us_is_named_with_its_fix(tmp_path: Path) -> None:
-    origin = tmp_path / "asyncore.py"
-    origin.write_text("raise RuntimeError('the diagnostic must not import this')\n")
+    origin = write_module(tmp_path, "asyncore", as_package=False)
     report = run_json(path=[tmp_path, ROOT, SHIMS])
     assert module_entry(report, "asyncore")["kind"] == "other"
     assert report["warnings"] == [
@@ -302,13 +352,12 @@ def test_unknown_file_shadowing_us_is_named_with_its_fix(tmp_path: Path) -> None
 
 
 def test_a_dist_info_elsewhere_does_not_claim_the_file(tmp_path: Path) -> None:
-    # pyasyncore installed in one directory, an unrelated asyncore.py in another
+    # pyasyncore's dist-info (no RECORD) in one directory, an unrelated asyncore.py in another
     site, other = tmp_path / "site", tmp_path / "other"
     site.mkdir()
     other.mkdir()
-    make_frozen_copy(site, "pyasyncore", "asyncore", False)
-    (site / "asyncore.py").unlink()
-    (other / "asyncore.py").write_text("raise RuntimeError('not imported')\n")
+    write_dist_info(site, "pyasyncore", "1.0.4")
+    write_module(other, "asyncore", as_package=False)
     report = run_json(path=[other, site, ROOT, SHIMS])
     assert module_entry(report, "asyncore")["kind"] == "other"
 
@@ -360,18 +409,3 @@ def test_a_high_limit_with_another_default_does_not_warn() -> None:
         pytest.skip("select is the best backend here")
     report = run_json(preexec=_soft_limit_setter(soft))
     assert report["warnings"] == []
-
-
-def test_our_drop_in_over_a_frozen_copys_file_warns_about_uninstalling(tmp_path: Path) -> None:
-    # pyasyncore installed first, then asyncio-compat overwrote its asyncore.py
-    origin = make_frozen_copy(tmp_path, "pyasyncore", "asyncore", False)
-    origin.write_text((SHIMS / "asyncore.py").read_text())
-    report = run_json(path=[tmp_path, ROOT, SHIMS])
-    assert module_entry(report, "asyncore") == {
-        "kind": "asyncio_compat", "origin": str(origin),
-        "distribution": "pyasyncore", "distribution_version": "1.0.4",
-    }
-    assert report["warnings"] == [
-        f"pyasyncore 1.0.4 is installed too and lists the same file ({origin}): pip uninstall "
-        f"pyasyncore deletes it; then run pip install --force-reinstall asyncio-compat"
-    ]
