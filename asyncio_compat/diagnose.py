@@ -210,7 +210,8 @@ def _holds(dist: metadata.Distribution, path: Path) -> bool:
 def _owners(dist_names: Sequence[str], path: Path) -> Tuple[DistributionInfo, ...]:
     """Those of the installed distributions ``dist_names`` that hold ``path``."""
     found = (
-        DistributionInfo(dist.metadata["Name"], dist.version)
+        # broken metadata may lack either field: fall back to what we looked for
+        DistributionInfo(dist.metadata["Name"] or dist_name, dist.version or "unknown")
         for dist_name in dist_names
         for dist in metadata.distributions(name=dist_name)
         if _holds(dist, path)
@@ -284,24 +285,21 @@ def _shadow_fix(module: ModuleInfo) -> str:
     return f"fix: pip uninstall {_names(module)},{reinstall} {later}"
 
 
-def module_warning(module: ModuleInfo) -> Optional[str]:
-    """A problem with where ``import <name>`` leads, with its fix; None if there is none."""
+def _shadow_warning(module: ModuleInfo) -> str:
     if module.kind == FROZEN:
         what = f"the frozen copy from {_names_and_versions(module)}"
-    elif module.kind == OTHER:
-        what = "a file that is neither asyncio_compat nor the standard library"
-    elif module.kind == MISSING:
-        return (
-            f"import {module.name} fails on this Python: pip install asyncio-compat (it adds a "
-            f"top-level {module.name}), or call asyncio_compat.install() first"
-        )
-    elif module.shared_file:
-        return _shared_file_warning(module)
     else:
-        return None
+        what = "a file that is neither asyncio_compat nor the standard library"
     return (
         f"import {module.name} gives {what} ({module.origin}), which shadows asyncio_compat; "
         + _shadow_fix(module)
+    )
+
+
+def _missing_warning(module: ModuleInfo) -> str:
+    return (
+        f"import {module.name} fails on this Python: pip install asyncio-compat (it adds a "
+        f"top-level {module.name}), or call asyncio_compat.install() first"
     )
 
 
@@ -310,6 +308,17 @@ def _shared_file_warning(module: ModuleInfo) -> str:
         f"{_names_and_versions(module)} also installed {module.origin}: pip uninstall "
         f"{_names(module)} deletes it; then run {_REINSTALL}"
     )
+
+
+def module_warning(module: ModuleInfo) -> Optional[str]:
+    """A problem with where ``import <name>`` leads, with its fix; None if there is none."""
+    if module.kind == MISSING:
+        return _missing_warning(module)
+    if module.kind in (FROZEN, OTHER):
+        return _shadow_warning(module)
+    if module.shared_file:
+        return _shared_file_warning(module)
+    return None
 
 
 def _exceeds_fd_setsize(limits: LimitInfo) -> bool:
@@ -322,11 +331,12 @@ def select_warning(poller: PollerInfo, limits: LimitInfo) -> Optional[str]:
         return None
     soft = "unlimited" if limits.soft is None else str(limits.soft)
     others = [name for name in poller.available if name != "select"]
-    remedy = f"use another poller ({', '.join(others)}) or" if others else "or"
+    lower = f"lower the limit to {FD_SETSIZE} (ulimit -n {FD_SETSIZE})"
+    remedy = f"use another poller ({', '.join(others)}) or {lower}" if others else lower
     return (
         f"the default poller is select and the soft descriptor limit is {soft}, above "
         f"FD_SETSIZE ({FD_SETSIZE}): sockets numbered {FD_SETSIZE} and above cannot be "
-        f"watched; {remedy} lower the limit to {FD_SETSIZE} (ulimit -n {FD_SETSIZE})"
+        f"watched; {remedy}"
     )
 
 
