@@ -7,7 +7,7 @@ from ._install import install
 from ._loop import SocketMap
 from .timers import TimerHandle, call_at, call_every, call_later
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"
 
 __all__ = [
     "ENV_VAR", "SocketMap", "get_default_poller", "set_default_poller", "__version__",

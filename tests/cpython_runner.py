@@ -7,7 +7,8 @@ POLLER is the backend made the process default.  The test file is loaded at
 run time from an installed CPython (never copied into this repository):
 3.11's for asyncore and asynchat, which left the stdlib in 3.12; for
 socketserver, this interpreter's own file from 3.12 on and 3.11's before.
-Exit status 0 when the suite passed; 2 when its file cannot be found.
+Exit status 0 when the suite passed; 2 when it cannot run here
+(:func:`why_unavailable` says why).
 
 Missing ``test.support`` helpers of 3.9 and 3.10 are filled in from the
 older names they had there; nothing in the test files is changed.
@@ -67,6 +68,27 @@ def find_suite(suite: str) -> Optional[str]:
     return None
 
 
+def why_unavailable(suite: str) -> Optional[str]:
+    """None when ``suite`` can run on this interpreter, else a reason to skip.
+
+    Both parts may be missing on a distribution's Python: Debian and Ubuntu
+    ship ``Lib/test`` separately (libpython3.X-testsuite), keeping only
+    ``test.support`` in the main package.
+    """
+    if importlib.util.find_spec("test.support") is None:
+        return (f"{suite}: this Python ({sys.executable}) has no test.support package "
+                "(Debian/Ubuntu: apt-get install libpython3.%d-testsuite)" % sys.version_info[1])
+    if find_suite(suite) is not None:
+        return None
+    if suite == "test_socketserver" and sys.version_info >= (3, 12):
+        return (f"{suite}: this Python's own Lib/test/{suite}.py is absent "
+                "(Debian/Ubuntu: apt-get install libpython3.%d-testsuite)" % sys.version_info[1])
+    looked = ", ".join(cpython311_test_dirs()) or "no CPython 3.11 Lib/test folder found"
+    return (f"{suite}: needs CPython 3.11's Lib/test/{suite}.py (looked in: {looked}); install "
+            "CPython 3.11 with pyenv, or point ASYNCIO_COMPAT_CPYTHON311_TESTS at its Lib/test "
+            "(Debian's python3.11 ships it apart, in libpython3.11-testsuite)")
+
+
 def fill_in_test_support() -> None:
     """Give 3.9/3.10's test.support the helper names the 3.11 files import."""
     import test.support as support
@@ -91,9 +113,10 @@ def fill_in_test_support() -> None:
 
 
 def run(suite: str, poller: str) -> int:
+    reason = why_unavailable(suite)
     path = find_suite(suite)
-    if path is None:
-        print(f"SKIP: no CPython file for {suite} on this machine")
+    if reason is not None or path is None:
+        print(f"SKIP: {reason}")
         return 2
     sys.path.insert(0, ROOT)
     import asyncio_compat

@@ -1,7 +1,9 @@
 """CPython's own asyncore/asynchat/socketserver test files, run against our modules.
 
 Each suite runs in a subprocess (it rebinds module globals and sys.modules)
-once per available backend as the process default.
+once per available backend as the process default.  Where the test file or
+``test.support`` is absent (a distribution's Python without its Lib/test),
+each test skips and says what is missing and where it looked.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "cpython_runner.py")
 
 sys.path.insert(0, HERE)
-from cpython_runner import find_suite  # noqa: E402
+from cpython_runner import why_unavailable  # noqa: E402
 
 
 def run_suite(suite: str, poller: str) -> None:
-    if find_suite(suite) is None:
-        pytest.skip(f"no CPython {suite}.py found (needs an installed CPython 3.11; see pyenv)")
+    reason = why_unavailable(suite)
+    if reason is not None:
+        pytest.skip(reason)
     proc = subprocess.run(
         [sys.executable, RUNNER, suite, poller],
         capture_output=True, text=True, timeout=240,

@@ -29,7 +29,7 @@ import asyncio_compat
 
 ROOT = Path(__file__).resolve().parent.parent
 # what the wheel is built from; tests, docs and the rest stay out of it
-SOURCES = ("pyproject.toml", "README.md", "asyncio_compat", "pollers", "shims")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "asyncio_compat", "pollers", "shims")
 VENV_VERSIONS = ("3.12", "3.13")
 
 
@@ -101,8 +101,9 @@ def _why_no_wheel_here() -> Optional[str]:
     setuptools = _major_minor("setuptools")
     if setuptools is None:
         return "setuptools is not installed (install the test extra)"
-    if setuptools < (70, 1) and _major_minor("wheel") is None:
-        return "setuptools<70.1 needs the `wheel` package (install the test extra)"
+    if setuptools < (77, 0):
+        # pyproject.toml's PEP 639 licence fields need the backend of [build-system]
+        return "needs setuptools>=77 (install the test extra)"
     return None
 
 

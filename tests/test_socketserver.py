@@ -91,6 +91,23 @@ def test_forking_combinations_exist_where_fork_does() -> None:
     )
 
 
+def test_version_string_follows_the_running_python() -> None:
+    # 3.15 deprecates socketserver.__version__ (a module __getattr__ warns); before, plain
+    import warnings
+
+    if sys.version_info >= (3, 15):
+        with pytest.warns(DeprecationWarning, match="slated for removal in Python 3.20") as caught:
+            assert socketserver.__version__ == "0.4"
+        assert caught[0].filename == __file__
+        assert "__version__" not in vars(socketserver)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert socketserver.__version__ == "0.4"
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        socketserver.nonesuch  # type: ignore[attr-defined]  # noqa: B018
+
+
 def test_class_attributes_have_cpython_defaults() -> None:
     tcp = socketserver.TCPServer
     assert (tcp.address_family, tcp.socket_type) == (socket.AF_INET, socket.SOCK_STREAM)

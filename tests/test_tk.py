@@ -378,6 +378,11 @@ def test_attach_refuses_bad_arguments(tk_root: Any, socket_map: asyncore.SocketM
 # == the example ==========================================================================
 
 
+def _need_tkinter() -> None:
+    """Skip where this Python has no tkinter (Debian ships it as python3-tk)."""
+    pytest.importorskip("tkinter", reason="tkinter is not available (Debian: apt-get install python3-tk)")
+
+
 def _example_env(display: str, poller_name: str) -> Dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["DISPLAY"] = display
@@ -387,6 +392,7 @@ def _example_env(display: str, poller_name: str) -> Dict[str, str]:
 
 @pytest.mark.timeout(90)
 def test_tk_idle_client_example_downloads_under_xvfb(poller_name: str, display: str, tmp_path: Path) -> None:
+    _need_tkinter()
     size = 1_000_000
     proc = subprocess.run(
         [sys.executable, str(EXAMPLE), "--size", str(size), "--close-when-done"],
@@ -408,6 +414,7 @@ def test_tk_idle_client_example_downloads_under_xvfb(poller_name: str, display: 
 def test_tk_idle_client_example_checks_the_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
+    _need_tkinter()  # the example imports tkinter at the top
     spec = importlib.util.spec_from_file_location("tk_idle_client", EXAMPLE)
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)

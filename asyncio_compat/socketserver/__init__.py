@@ -37,6 +37,7 @@ import socket
 import sys
 import threading
 import traceback
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, List, NoReturn, Optional, Set, Tuple, TypeVar
 
 from pollers import NVAL, READ, Poller, fd_of
@@ -46,7 +47,25 @@ from .._validation import seconds
 from ._channel import ServerChannel
 from ._wait import ShutdownWaker, fd_reported, wait_for_request
 
-__version__ = "0.4"
+# The stdlib module's version string, unchanged for decades.  Python 3.15
+# deprecates reading it (removal planned for 3.20); each version's surface is
+# followed, so from 3.15 on it is served by a warning module __getattr__.
+_STDLIB_VERSION = "0.4"
+
+if sys.version_info >= (3, 15):
+
+    def __getattr__(name: str) -> str:
+        if name == "__version__":
+            warnings.warn(
+                "'__version__' is deprecated and slated for removal in Python 3.20",
+                DeprecationWarning,
+                stacklevel=2,  # the line that read the attribute
+            )
+            return _STDLIB_VERSION
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+else:
+    __version__ = _STDLIB_VERSION
 
 _HAS_FORK = hasattr(os, "fork")
 _HAS_UNIX = hasattr(socket, "AF_UNIX")
