@@ -35,7 +35,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 
-html_theme = "alabaster"
+# furo: maintained, readable on a phone, light and dark; a wide table scrolls
+# inside its own box instead of pushing the page sideways.
+html_theme = "furo"
 html_title = f"asyncio-compat {release}"
 
 # Our compatibility classes say __module__ = "asyncore", "asynchat" or
