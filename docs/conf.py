@@ -29,7 +29,8 @@ extensions = [
     "sphinx.ext.viewcode",
 ]
 
-exclude_patterns = ["_build"]
+# _generated: files that pages include (benchmark tables), not pages of their own
+exclude_patterns = ["_build", "_generated"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
@@ -39,6 +40,8 @@ autodoc_preserve_defaults = True
 # inside its own box instead of pushing the page sideways.
 html_theme = "furo"
 html_title = f"asyncio-compat {release}"
+html_static_path = ["_static"]
+html_css_files = ["benchmarks.css"]
 
 # Our compatibility classes say __module__ = "asyncore", "asynchat" or
 # "socketserver", so viewcode would otherwise show the standard library's
