@@ -273,9 +273,15 @@ def _plot_scenario(path: Path, scenario: str, groups: Sequence[Sequence[Row]]) -
 
 
 def _draw_bars(axes: Any, group: Sequence[Row]) -> None:
-    """Horizontal bars of the compared figure, the first row on top; a failure says so."""
+    """Horizontal bars, the first row on top; a failure says so.
+
+    The bars show the figure the ratios use; a group with nothing to compare
+    with (workers: one worker against two) shows the result itself, since
+    per CPU-second a second worker can only look worse.
+    """
     ordered = list(reversed(group))
-    values = [0.0 if r.error else (r.compared() or 0.0) for r in ordered]
+    own = references(group) == (None, None)
+    values = [0.0 if r.error else ((r.value if own else r.compared()) or 0.0) for r in ordered]
     colours = [_FAMILY_COLOURS.get(r.family, "#8c564b") for r in ordered]
     places = range(len(ordered))
     axes.barh(places, values, color=colours)
@@ -289,7 +295,7 @@ def _draw_bars(axes: Any, group: Sequence[Row]) -> None:
     first = group[0]
     better = "higher" if first.higher_is_better else "lower"
     axes.set_title(f"{first.scenario}: {first.case} ({better} is better)", fontsize="medium")
-    axes.set_xlabel(_figure_name(first), fontsize="small")
+    axes.set_xlabel(first.unit if own else _figure_name(first), fontsize="small")
     axes.grid(True, axis="x", alpha=0.3)
 
 
