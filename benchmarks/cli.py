@@ -196,6 +196,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(str(exc)) from None
     ctx = Context(settings, implementations(server_python, python311, our_pollers, settings.worker_counts),
                   progress=_progress, best_poller=our_pollers[0])
+    if args.quick:
+        ctx.notes.append("a --quick run (tiny sizes): it shows that every scenario works, "
+                         "not how fast anything is")
     if not python311:
         ctx.notes.append("no CPython 3.11 found: the stdlib asyncore baseline was not run")
     _check_fd_limit(ctx)

@@ -450,7 +450,7 @@ def run_fields(meta: Dict[str, Any]) -> str:
     fields = [
         ("Date", meta["date"]),
         ("CPU", f"{meta.get('cpu_model', 'unknown')}, {meta.get('cpus', '?')} logical CPUs"),
-        ("System", meta.get("system", meta["machine"])),
+        ("Kernel", meta.get("system", meta["machine"])),
         ("Python", pythons),
         ("Pinning", meta["pinning"]),
         ("Rounds", f"best of {meta['settings']['rounds']} per figure"),
@@ -465,5 +465,9 @@ def run_fields(meta: Dict[str, Any]) -> str:
 
 def _escaped(text: str) -> str:
     # a figure or path may hold reST markup characters; a cell is one line here
-    return text if text.startswith("``") else text.replace("\\", "\\\\").replace("*", "\\*").replace(
-        "`", "\\`").replace("|", "\\|").replace("_", "\\_")
+    # (and Sphinx would print the "--" of an option as a dash)
+    if text.startswith("``"):
+        return text
+    for special in "\\*`|_-":
+        text = text.replace(special, "\\" + special)
+    return text
