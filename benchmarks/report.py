@@ -468,6 +468,6 @@ def _escaped(text: str) -> str:
     # (and Sphinx would print the "--" of an option as a dash)
     if text.startswith("``"):
         return text
-    for special in "\\*`|_-":
+    for special in "\\*`|_":
         text = text.replace(special, "\\" + special)
-    return text
+    return text.replace("--", "-\\-")
