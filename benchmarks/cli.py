@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: run the suite, print the table, write JSON and a plot."""
+"""``python -m benchmarks``: run the suite, print the table, write JSON, a plot and the docs' files."""
 
 from __future__ import annotations
 
@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=RESULTS / "idle_scaling.png",
                         help="where to draw the idle-scaling plot")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    parser.add_argument("--docs-dir", type=Path, metavar="DIR",
+                        help="also write the run for the docs into DIR: reST and CSV tables, one PNG "
+                             "plot per scenario and the machine and date (docs/performance.rst "
+                             "includes docs/_generated/benchmarks)")
     return parser
 
 
@@ -118,6 +122,10 @@ def _meta(args: argparse.Namespace, ctx: Context, pythons: Dict[str, str], start
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "machine": f"{platform.system()} {platform.release()} {platform.machine()}, "
                    f"{os.cpu_count()} CPUs ({_cpu_model()})",
+        "cpu_model": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "best_poller": ctx.best_poller,
         "pinning": _pin_text(args.pin, ctx.server_cpu),
         "interpreters": pythons,
         "settings": dataclasses.asdict(ctx.settings),
@@ -188,6 +196,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit(str(exc)) from None
     ctx = Context(settings, implementations(server_python, python311, our_pollers, settings.worker_counts),
                   progress=_progress, best_poller=our_pollers[0])
+    if args.quick:
+        ctx.notes.append("a --quick run (tiny sizes): it shows that every scenario works, "
+                         "not how fast anything is")
     if not python311:
         ctx.notes.append("no CPython 3.11 found: the stdlib asyncore baseline was not run")
     _check_fd_limit(ctx)
@@ -201,6 +212,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if not args.no_plot:
         why_not = report.plot(args.plot, rows, "One active connection beside N idle ones")
         _progress(why_not or f"plot written to {args.plot}")
+    if args.docs_dir:
+        for message in report.write_docs(args.docs_dir, rows, meta):
+            _progress(message)
     return 0
 
 

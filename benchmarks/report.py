@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -192,19 +193,30 @@ def _idle_series(rows: Sequence[Row]) -> Dict[str, List[Tuple[int, float]]]:
     return {renamed.get(label, label): points for label, points in series.items()}
 
 
-def plot(path: Path, rows: Sequence[Row], title: str) -> Optional[str]:
-    """Draw idle connections against round trips/s; returns why not, if it could not."""
-    series = _idle_series(rows)
-    if not series:
-        return "no idle-scaling results to plot"
+_NO_MATPLOTLIB = "matplotlib is not installed (pip install matplotlib); no plot drawn"
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or None where matplotlib is absent."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed (pip install matplotlib); no plot drawn"
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
+        return None
+    return plt
+
+
+def plot(path: Path, rows: Sequence[Row], title: str) -> Optional[str]:
+    """Draw idle connections against round trips/s; returns why not, if it could not."""
+    series = _idle_series(rows)
+    if not series:
+        return "no idle-scaling results to plot"
+    plt = _pyplot()
+    if plt is None:
+        return _NO_MATPLOTLIB
+    figure, axes = plt.subplots(figsize=(10, 5), dpi=100)
     sizes = sorted({x for points in series.values() for x, _ in points})
     for label, points in series.items():
         xs, ys = zip(*sorted(points))
@@ -212,11 +224,250 @@ def plot(path: Path, rows: Sequence[Row], title: str) -> Optional[str]:
     axes.set(xscale="log", yscale="log", xlabel="idle connections beside the active one",
              ylabel="round trips per second", title=title)
     axes.set_xticks(sizes, [f"{x:,}" for x in sizes])
-    axes.minorticks_off()
+    axes.xaxis.set_minor_locator(_ticker().NullLocator())
+    # ticks at 1, 2 and 5 of each decade, written out: a short run spans less than one decade
+    axes.yaxis.set_major_locator(_ticker().LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(_thousands())
+    axes.yaxis.set_minor_locator(_ticker().NullLocator())
     axes.grid(True, which="major", alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside: no line hidden
+    _save(plt, figure, path)
+    return None
+
+
+def _ticker() -> Any:
+    import matplotlib.ticker
+
+    return matplotlib.ticker
+
+
+def _thousands() -> Any:
+    """Axis labels as the tables write figures (``12,345``, ``0.5``), not ``1e6`` offsets."""
+    return _ticker().FuncFormatter(lambda value, _position: number(value) if value else "0")
+
+
+def _save(plt: Any, figure: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(str(path))
     plt.close(figure)
-    return None
+
+
+def _plot_scenario(path: Path, scenario: str, groups: Sequence[Sequence[Row]]) -> Tuple[bool, Optional[str]]:
+    """One PNG for ``scenario``: a line per implementation for idle, else bars per case.
+
+    Returns whether it was drawn, and why not if it was not.
+    """
+    if scenario == "idle":
+        why_not = plot(path, [r for g in groups for r in g], "One active connection beside N idle ones")
+        return why_not is None, why_not
+    plt = _pyplot()
+    if plt is None:
+        return False, _NO_MATPLOTLIB
+    height = sum(1.2 + 0.4 * len(group) for group in groups)
+    figure, axes = plt.subplots(len(groups), 1, figsize=(8, height), dpi=100, squeeze=False)
+    for box, group in zip(axes[:, 0], groups):
+        _draw_bars(box, group)
+    _save(plt, figure, path)
+    return True, None
+
+
+def _draw_bars(axes: Any, group: Sequence[Row]) -> None:
+    """Horizontal bars, the first row on top; a failure says so.
+
+    The bars show the figure the ratios use; a group with nothing to compare
+    with (workers: one worker against two) shows the result itself, since
+    per CPU-second a second worker can only look worse.
+    """
+    ordered = list(reversed(group))
+    own = references(group) == (None, None)
+    values = [0.0 if r.error else ((r.value if own else r.compared()) or 0.0) for r in ordered]
+    colours = [_FAMILY_COLOURS.get(r.family, "#8c564b") for r in ordered]
+    places = range(len(ordered))
+    axes.barh(places, values, color=colours)
+    axes.set_yticks(list(places), [r.label for r in ordered], fontsize="small")
+    top = max(values, default=0.0) or 1.0
+    for place, row, value in zip(places, ordered, values):
+        text = "failed" if row.error else number(value)
+        axes.text(value + top * 0.01, place, text, va="center", fontsize="small")
+    axes.set_xlim(0, top * 1.15)
+    axes.xaxis.set_major_formatter(_thousands())
+    first = group[0]
+    better = "higher" if first.higher_is_better else "lower"
+    axes.set_title(f"{first.scenario}: {first.case} ({better} is better)", fontsize="medium")
+    axes.set_xlabel(first.unit if own else _figure_name(first), fontsize="small")
+    axes.grid(True, axis="x", alpha=0.3)
+
+
+def _figure_name(row: Row) -> str:
+    if row.basis == "per_cpu" and row.unit.endswith("/s"):
+        return f"{row.unit[:-2]} per server CPU-second"
+    return row.unit
+
+
+# -- the docs' performance page -------------------------------------------------------------
+#
+# ``--docs-dir DIR`` writes what docs/performance.rst includes: ``run.rst`` (the machine and
+# the date), ``results.rst`` (one section per scenario: its tables and its plot), one CSV file
+# per table and one PNG plot per scenario.  The CSV files hold the figures; the reST only
+# points at them, so a table is written once.
+
+_CSV_HEADER = ("Implementation", "Result", "Per server CPU-second", "vs floor", "vs 3.11")
+_FAMILY_COLOURS = {"ours": "#1f77b4", "stdlib": "#d62728", "floor": "#7f7f7f",
+                   "asyncio": "#2ca02c", "workers": "#9467bd"}
+
+
+def slug(text: str) -> str:
+    """``"bulk in"`` -> ``"bulk-in"``: a file name made of the words of ``text``."""
+    words = "".join(c if c.isalnum() else " " for c in text.lower()).split()
+    return "-".join(words) or "unnamed"
+
+
+def csv_rows(group: Sequence[Row]) -> List[List[str]]:
+    """The cells of one (scenario, case) table, header first."""
+    floor, stdlib = references(group)
+    out = [list(_CSV_HEADER)]
+    for row in group:
+        if row.error:
+            out.append([row.label, f"failed: {row.error}", "", "", ""])
+            continue
+        per_cpu = "" if row.per_cpu is None else number(row.per_cpu)
+        out.append([row.label, f"{number(row.value)} {row.unit}", per_cpu,
+                    _ratio_text(ratio(row, floor)), _ratio_text(ratio(row, stdlib))])
+    # a column with nothing in it (no CPU figure for memory, no floor for bulk) only takes room
+    kept = [i for i in range(len(_CSV_HEADER)) if i < 2 or any(cells[i] for cells in out[1:])]
+    return [[cells[i] for i in kept] for cells in out]
+
+
+def _scenarios(rows: Sequence[Row]) -> Dict[str, List[List[Row]]]:
+    """The (scenario, case) groups of ``rows``, by scenario, in the order of the run."""
+    found: Dict[str, List[List[Row]]] = {}
+    for group in _groups(rows):
+        found.setdefault(group[0].scenario, []).append(group)
+    return found
+
+
+def write_docs(directory: Path, rows: Sequence[Row], meta: Dict[str, Any]) -> List[str]:
+    """Write the page's files into ``directory``; returns what to tell the user.
+
+    Files of an earlier run that this run does not rewrite are removed, so the
+    directory always holds one run.  Without matplotlib the tables are written
+    and the plots are left out (with a message).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*"):
+        if old.suffix in (".csv", ".png", ".rst") and old.is_file():
+            old.unlink()
+    messages: List[str] = []
+    sections = []
+    for scenario, groups in _scenarios(rows).items():
+        plotted, why_not = _plot_scenario(directory / f"{slug(scenario)}.png", scenario, groups)
+        if why_not:
+            messages.append(f"{scenario}: {why_not}")
+        sections.append(_section(directory, scenario, groups, plotted))
+    verdicts = targets(rows, _ours_label(rows, meta))
+    if verdicts:
+        sections.append(_targets_section(directory, verdicts))
+    (directory / "results.rst").write_text(_GENERATED + "\n".join(sections))
+    (directory / "run.rst").write_text(_GENERATED + run_fields(meta))
+    messages.append(f"tables and plots for the docs written to {directory}")
+    return messages
+
+
+_GENERATED = ".. Generated by python -m benchmarks --docs-dir; do not edit.\n\n"
+
+
+def _ours_label(rows: Sequence[Row], meta: Dict[str, Any]) -> str:
+    best = meta.get("best_poller")
+    if best:
+        return f"ours {best}"
+    return next((r.label for r in rows if r.family == "ours"), "")
+
+
+def _write_csv(path: Path, cells: Sequence[Sequence[str]]) -> None:
+    with path.open("w", newline="") as stream:
+        csv.writer(stream, lineterminator="\n").writerows(cells)
+
+
+def _section(directory: Path, scenario: str, groups: Sequence[Sequence[Row]], plotted: bool) -> str:
+    title = f"``{scenario}``"
+    lines = [title, "~" * len(title), ""]
+    for group in groups:
+        name = f"{slug(scenario)}--{slug(group[0].case)}.csv"
+        _write_csv(directory / name, csv_rows(group))
+        lines += _csv_table(group, name)
+        lines += [note.strip() + "\n" for note in _worker_note(group)]
+    if plotted:
+        lines += [f".. image:: {docs_path(directory)}/{slug(scenario)}.png",
+                  f"   :alt: {_plot_alt(scenario, groups)}", "   :width: 100%", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_table(group: Sequence[Row], file: str) -> List[str]:
+    first = group[0]
+    lower = ", lower is better" if not first.higher_is_better else ""
+    caption = f"{first.case} ({_BASIS_TEXT[first.basis]}{lower})"
+    # docutils reads a csv-table's file relative to the file that holds the directive
+    return [f".. csv-table:: {caption}", f"   :file: {file}",
+            "   :header-rows: 1", "   :class: benchmark-table", ""]
+
+
+def docs_path(directory: Path) -> str:
+    """``directory`` as Sphinx reads a ``/``-path: from the nearest folder with a conf.py.
+
+    Sphinx reads an image path relative to the page, not to the included file
+    that names it; such a path means the same file whichever page includes
+    results.rst.
+    Without a conf.py above it, the directory's own name is used (relative).
+    """
+    here = directory.resolve()
+    for source in here.parents:
+        if (source / "conf.py").is_file():
+            return "/" + here.relative_to(source).as_posix()
+    return directory.name
+
+
+def _plot_alt(scenario: str, groups: Sequence[Sequence[Row]]) -> str:
+    if scenario == "idle":
+        return "Round trips per second of one active connection against the idle connections beside it"
+    return f"The {scenario} figures of each implementation as bars"
+
+
+def _targets_section(directory: Path, verdicts: Sequence[Tuple[str, Optional[float], str]]) -> str:
+    cells = [["Target", "Measured", "Verdict"]]
+    cells += [[text, "-" if value is None else f"{value:.2f}", verdict] for text, value, verdict in verdicts]
+    _write_csv(directory / "targets.csv", cells)
+    title = "Targets"
+    return "\n".join([title, "~" * len(title), "",
+                      ".. csv-table:: Ratios of ours on the best poller against each target",
+                      "   :file: targets.csv",
+                      "   :header-rows: 1", "   :class: benchmark-table", ""]) + "\n"
+
+
+def run_fields(meta: Dict[str, Any]) -> str:
+    """The run's machine, interpreters and date as a two-column reST table."""
+    pythons = "; ".join(f"{role}: {text}" for role, text in meta["interpreters"].items())
+    fields = [
+        ("Date", meta["date"]),
+        ("CPU", f"{meta.get('cpu_model', 'unknown')}, {meta.get('cpus', '?')} logical CPUs"),
+        ("Kernel", meta.get("system", meta["machine"])),
+        ("Python", pythons),
+        ("Pinning", meta["pinning"]),
+        ("Rounds", f"best of {meta['settings']['rounds']} per figure"),
+        ("Command", f"``{meta['command'].strip()}`` ({meta['seconds']} s)"),
+    ]
+    fields += [("Note", note) for note in meta["notes"]]
+    lines = [".. list-table::", "   :stub-columns: 1", "   :class: benchmark-run", ""]
+    for name, value in fields:
+        lines += [f"   * - {name}", f"     - {_escaped(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _escaped(text: str) -> str:
+    # a figure or path may hold reST markup characters; a cell is one line here
+    # (and Sphinx would print the "--" of an option as a dash)
+    if text.startswith("``"):
+        return text
+    for special in "\\*`|_":
+        text = text.replace(special, "\\" + special)
+    return text.replace("--", "-\\-")

@@ -29,14 +29,19 @@ extensions = [
     "sphinx.ext.viewcode",
 ]
 
-exclude_patterns = ["_build"]
+# _generated: files that pages include (benchmark tables), not pages of their own
+exclude_patterns = ["_build", "_generated"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 
-html_theme = "alabaster"
+# furo: maintained, readable on a phone, light and dark; a wide table scrolls
+# inside its own box instead of pushing the page sideways.
+html_theme = "furo"
 html_title = f"asyncio-compat {release}"
+html_static_path = ["_static"]
+html_css_files = ["benchmarks.css"]
 
 # Our compatibility classes say __module__ = "asyncore", "asynchat" or
 # "socketserver", so viewcode would otherwise show the standard library's
