@@ -76,8 +76,12 @@ def check_csv(directory: Path) -> Dict[str, List[List[str]]]:
 
 
 def check_rest(directory: Path) -> None:
-    """Both reST files parse without a warning; every file they name exists."""
-    docutils_core = pytest.importorskip("docutils.core")
+    """Every file the reST names exists; where docutils is installed (with Sphinx),
+    both files also parse without a warning."""
+    try:
+        import docutils.core as docutils_core
+    except ImportError:  # the test extra does not pull docutils in; the docs extra does
+        docutils_core = None
     for name in ("results.rst", "run.rst"):
         path = directory / name
         text = path.read_text()
@@ -87,6 +91,8 @@ def check_rest(directory: Path) -> None:
             if line.startswith(".. image:: /"):  # from the Sphinx source directory
                 source = directory.parent.parent
                 assert (source / line.split(":: /", 1)[1]).is_file(), line
+        if docutils_core is None:
+            continue
         docutils_core.publish_doctree(
             text, source_path=str(path),
             settings_overrides={"report_level": 2, "halt_level": 2, "warning_stream": False},
