@@ -324,7 +324,7 @@ def slug(text: str) -> str:
 
 
 def csv_rows(group: Sequence[Row]) -> List[List[str]]:
-    """The cells of one (scenario, case) table, header first."""
+    """The cells of one (scenario, case) table, header first; a failure says why."""
     floor, stdlib = references(group)
     out = [list(_CSV_HEADER)]
     for row in group:
@@ -396,17 +396,17 @@ def _section(directory: Path, scenario: str, groups: Sequence[Sequence[Row]], pl
         name = f"{slug(scenario)}--{slug(group[0].case)}.csv"
         _write_csv(directory / name, csv_rows(group))
         lines += _csv_table(group, name)
-        lines += [note.strip() + "\n" for note in _worker_note(group)]
+        lines += [_escaped(note.strip()) + "\n" for note in _worker_note(group)]
     if plotted:
         lines += [f".. image:: {docs_path(directory)}/{slug(scenario)}.png",
-                  f"   :alt: {_plot_alt(scenario, groups)}", "   :width: 100%", ""]
+                  f"   :alt: {_plot_alt(scenario)}", "   :width: 100%", ""]
     return "\n".join(lines) + "\n"
 
 
 def _csv_table(group: Sequence[Row], file: str) -> List[str]:
     first = group[0]
     lower = ", lower is better" if not first.higher_is_better else ""
-    caption = f"{first.case} ({_BASIS_TEXT[first.basis]}{lower})"
+    caption = _escaped(f"{first.case} ({_BASIS_TEXT[first.basis]}{lower})")
     # docutils reads a csv-table's file relative to the file that holds the directive
     return [f".. csv-table:: {caption}", f"   :file: {file}",
             "   :header-rows: 1", "   :class: benchmark-table", ""]
@@ -417,8 +417,7 @@ def docs_path(directory: Path) -> str:
 
     Sphinx reads an image path relative to the page, not to the included file
     that names it; such a path means the same file whichever page includes
-    results.rst.
-    Without a conf.py above it, the directory's own name is used (relative).
+    results.rst.  Without a conf.py above it, the directory's own name is used.
     """
     here = directory.resolve()
     for source in here.parents:
@@ -427,7 +426,7 @@ def docs_path(directory: Path) -> str:
     return directory.name
 
 
-def _plot_alt(scenario: str, groups: Sequence[Sequence[Row]]) -> str:
+def _plot_alt(scenario: str) -> str:
     if scenario == "idle":
         return "Round trips per second of one active connection against the idle connections beside it"
     return f"The {scenario} figures of each implementation as bars"
@@ -464,7 +463,7 @@ def run_fields(meta: Dict[str, Any]) -> str:
 
 
 def _escaped(text: str) -> str:
-    # a figure or path may hold reST markup characters; a cell is one line here
+    # a case, note or path may hold reST markup characters; each is one line here
     # (and Sphinx would print the "--" of an option as a dash)
     if text.startswith("``"):
         return text
