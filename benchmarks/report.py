@@ -328,8 +328,8 @@ def csv_rows(group: Sequence[Row]) -> List[List[str]]:
     floor, stdlib = references(group)
     out = [list(_CSV_HEADER)]
     for row in group:
-        if row.error:
-            out.append([row.label, f"failed: {row.error}", "", "", ""])
+        if row.error:  # the reason goes under the table (failures()): it is a sentence, not a cell
+            out.append([row.label, "failed (see below)", "", "", ""])
             continue
         per_cpu = "" if row.per_cpu is None else number(row.per_cpu)
         out.append([row.label, f"{number(row.value)} {row.unit}", per_cpu,
@@ -396,11 +396,20 @@ def _section(directory: Path, scenario: str, groups: Sequence[Sequence[Row]], pl
         name = f"{slug(scenario)}--{slug(group[0].case)}.csv"
         _write_csv(directory / name, csv_rows(group))
         lines += _csv_table(group, name)
+        lines += failures(group)
         lines += [_escaped(note.strip()) + "\n" for note in _worker_note(group)]
     if plotted:
         lines += [f".. image:: {docs_path(directory)}/{slug(scenario)}.png",
                   f"   :alt: {_plot_alt(scenario)}", "   :width: 100%", ""]
     return "\n".join(lines) + "\n"
+
+
+def failures(group: Sequence[Row]) -> List[str]:
+    """reST lines that say why each failed row of ``group`` failed (none if none did)."""
+    failed = [row for row in group if row.error]
+    if not failed:
+        return []
+    return [f"* {_escaped(row.label)} failed: {_escaped(row.error)}" for row in failed] + [""]
 
 
 def _csv_table(group: Sequence[Row], file: str) -> List[str]:
