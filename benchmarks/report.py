@@ -324,12 +324,12 @@ def slug(text: str) -> str:
 
 
 def csv_rows(group: Sequence[Row]) -> List[List[str]]:
-    """The cells of one (scenario, case) table, header first."""
+    """The cells of one (scenario, case) table, header first; a failure says why."""
     floor, stdlib = references(group)
     out = [list(_CSV_HEADER)]
     for row in group:
-        if row.error:
-            out.append([row.label, f"failed: {row.error}", "", "", ""])
+        if row.error:  # the reason goes under the table (failures()): it is a sentence, not a cell
+            out.append([row.label, "failed (see below)", "", "", ""])
             continue
         per_cpu = "" if row.per_cpu is None else number(row.per_cpu)
         out.append([row.label, f"{number(row.value)} {row.unit}", per_cpu,
@@ -396,17 +396,26 @@ def _section(directory: Path, scenario: str, groups: Sequence[Sequence[Row]], pl
         name = f"{slug(scenario)}--{slug(group[0].case)}.csv"
         _write_csv(directory / name, csv_rows(group))
         lines += _csv_table(group, name)
-        lines += [note.strip() + "\n" for note in _worker_note(group)]
+        lines += failures(group)
+        lines += [_escaped(note.strip()) + "\n" for note in _worker_note(group)]
     if plotted:
         lines += [f".. image:: {docs_path(directory)}/{slug(scenario)}.png",
-                  f"   :alt: {_plot_alt(scenario, groups)}", "   :width: 100%", ""]
+                  f"   :alt: {_plot_alt(scenario)}", "   :width: 100%", ""]
     return "\n".join(lines) + "\n"
+
+
+def failures(group: Sequence[Row]) -> List[str]:
+    """reST lines that say why each failed row of ``group`` failed (none if none did)."""
+    failed = [row for row in group if row.error]
+    if not failed:
+        return []
+    return [f"* {_escaped(row.label)} failed: {_escaped(row.error)}" for row in failed] + [""]
 
 
 def _csv_table(group: Sequence[Row], file: str) -> List[str]:
     first = group[0]
     lower = ", lower is better" if not first.higher_is_better else ""
-    caption = f"{first.case} ({_BASIS_TEXT[first.basis]}{lower})"
+    caption = _escaped(f"{first.case} ({_BASIS_TEXT[first.basis]}{lower})")
     # docutils reads a csv-table's file relative to the file that holds the directive
     return [f".. csv-table:: {caption}", f"   :file: {file}",
             "   :header-rows: 1", "   :class: benchmark-table", ""]
@@ -417,8 +426,7 @@ def docs_path(directory: Path) -> str:
 
     Sphinx reads an image path relative to the page, not to the included file
     that names it; such a path means the same file whichever page includes
-    results.rst.
-    Without a conf.py above it, the directory's own name is used (relative).
+    results.rst.  Without a conf.py above it, the directory's own name is used.
     """
     here = directory.resolve()
     for source in here.parents:
@@ -427,7 +435,7 @@ def docs_path(directory: Path) -> str:
     return directory.name
 
 
-def _plot_alt(scenario: str, groups: Sequence[Sequence[Row]]) -> str:
+def _plot_alt(scenario: str) -> str:
     if scenario == "idle":
         return "Round trips per second of one active connection against the idle connections beside it"
     return f"The {scenario} figures of each implementation as bars"
@@ -464,7 +472,7 @@ def run_fields(meta: Dict[str, Any]) -> str:
 
 
 def _escaped(text: str) -> str:
-    # a figure or path may hold reST markup characters; a cell is one line here
+    # a case, note or path may hold reST markup characters; each is one line here
     # (and Sphinx would print the "--" of an option as a dash)
     if text.startswith("``"):
         return text

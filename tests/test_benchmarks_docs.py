@@ -76,8 +76,12 @@ def check_csv(directory: Path) -> Dict[str, List[List[str]]]:
 
 
 def check_rest(directory: Path) -> None:
-    """Both reST files parse without a warning; every file they name exists."""
-    docutils_core = pytest.importorskip("docutils.core")
+    """Every file the reST names exists; where docutils is installed (with Sphinx),
+    both files also parse without a warning."""
+    try:
+        import docutils.core as docutils_core
+    except ImportError:  # the test extra does not pull docutils in; the docs extra does
+        docutils_core = None
     for name in ("results.rst", "run.rst"):
         path = directory / name
         text = path.read_text()
@@ -87,6 +91,8 @@ def check_rest(directory: Path) -> None:
             if line.startswith(".. image:: /"):  # from the Sphinx source directory
                 source = directory.parent.parent
                 assert (source / line.split(":: /", 1)[1]).is_file(), line
+        if docutils_core is None:
+            continue
         docutils_core.publish_doctree(
             text, source_path=str(path),
             settings_overrides={"report_level": 2, "halt_level": 2, "warning_stream": False},
@@ -124,7 +130,8 @@ def test_written_files_are_valid(tmp_path: Path) -> None:
     assert echo[0] == ["Implementation", "Result", "Per server CPU-second", "vs floor", "vs 3.11"]
     assert echo[2] == ["ours epoll", "90 msg/s", "190", "0.95", "1.27"]
     assert tables["memory--50-idle.csv"][0] == ["Implementation", "Result"]  # empty columns dropped
-    assert ["ours select", "failed: server said *no* | `x`", ""] in tables["idle--50-idle.csv"]
+    assert ["ours select", "failed (see below)", ""] in tables["idle--50-idle.csv"]
+    assert "* ours select failed: server said \\*no\\* \\| \\`x\\`" in (directory / "results.rst").read_text()
     check_rest(directory)
     run = (directory / "run.rst").read_text()
     for expected in ("2026-11-30 12:00:00 UTC", "Some CPU, 2 logical CPUs", "Linux 6.1", "Python 3.11.7"):
