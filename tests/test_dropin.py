@@ -195,6 +195,10 @@ def venv_python(request: pytest.FixtureRequest, wheel: Path,
     than bootstrapping pip into every venv with ensurepip.
     """
     minor = str(request.param)
+    pip = _major_minor("pip")
+    if pip is not None and pip < (23, 2):
+        # older pips fail installing into a 3.12+ venv (pkgutil.ImpImporter is gone): Debian 12's 23.0.1
+        pytest.skip(f"pip {version('pip')} cannot install into a Python {minor} venv (needs pip>=23.2)")
     base = find_interpreter(minor)
     if base is None:
         pytest.skip(f"no Python {minor} found (looked in pyenv versions and on PATH)")
