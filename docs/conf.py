@@ -32,6 +32,13 @@ extensions = [
 # _generated: files that pages include (benchmark tables), not pages of their own
 exclude_patterns = ["_build", "_generated"]
 
+# Debian ships tkinter apart (python3-tk): without it, autodoc of
+# asyncio_compat.tk still documents the module against a stand-in.
+try:
+    import tkinter  # noqa: F401
+except ImportError:
+    autodoc_mock_imports = ["tkinter"]
+
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
