@@ -1,13 +1,17 @@
-"""What several test files share: an echo dispatcher and running the examples."""
+"""What several test files share: an echo dispatcher, socket pairs, running the
+loop until a condition holds, and loading or running the examples."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from asyncio_compat import _loop, asyncore
 
@@ -27,9 +31,31 @@ class EchoHandler(asyncore.dispatcher_with_send):
         self.close()
 
 
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` as a module (its ``__main__`` block does not run)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+class Collector(asyncore.dispatcher):
+    """Reads what is there into ``data`` and records its handlers in ``events``
+    ("read", "close"); never asks to write; closes at the end of the stream."""
+
+    def __init__(self, sock: Any, socket_map: Dict[int, Any]) -> None:
+        super().__init__(sock, map=socket_map)
+        self.events: List[str] = []
+        self.data = b""
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.events.append("read")
+        self.data += self.recv(4096)
+
+    def handle_close(self) -> None:
+        self.events.append("close")
+        self.close()
+
+
+def load_example(name: str, path: Optional[Path] = None) -> ModuleType:
+    """Import ``examples/<name>.py`` (or the file ``path``) as a module; its
+    ``__main__`` block does not run."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path or EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -65,3 +91,52 @@ def release_map(target: asyncore.SocketMap) -> None:
         state.timers.clear()
         state.pins = 0
         _loop.forget(target)
+
+
+def run_until(
+    socket_map: Dict[int, Any],
+    until: Callable[[], bool],
+    *,
+    poller: Any,
+    use_poll: bool = False,
+    seconds: float = 20.0,
+) -> None:
+    """Run single ``asyncore.loop()`` passes (0.05 s at most each) on ``socket_map``
+    with ``poller`` until ``until()`` holds; fail if ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while not until():
+        assert time.monotonic() < deadline, "the condition was not reached in time"
+        asyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=use_poll, poller=poller)
+
+
+def in_map(channel: asyncore.dispatcher, socket_map: Dict[int, Any]) -> bool:
+    """Whether ``channel`` is in ``socket_map`` (a closed channel is not)."""
+    return any(entry is channel for entry in socket_map.values())
+
+
+class Sockets(List[socket.socket]):
+    """Sockets one test made; :meth:`close_all` closes every one (the conftest
+    ``sockets`` fixture calls it after the test)."""
+
+    def pair(self) -> Tuple[socket.socket, socket.socket]:
+        """A connected ``socket.socketpair()``."""
+        left, right = socket.socketpair()
+        self += [left, right]
+        return left, right
+
+    def tcp_pair(self) -> Tuple[socket.socket, socket.socket]:
+        """A connected TCP pair on 127.0.0.1, as (accepted side, connecting side).
+
+        Unlike ``socketpair()`` it can carry an RST (``SO_LINGER`` 0) and urgent data.
+        """
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+        self += [server, client]
+        return server, client
+
+    def close_all(self) -> None:
+        for sock in self:
+            sock.close()
