@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from asyncio_compat import _loop, asyncore
 
@@ -52,10 +52,9 @@ class Collector(asyncore.dispatcher):
         self.close()
 
 
-def load_example(name: str, path: Optional[Path] = None) -> ModuleType:
-    """Import ``examples/<name>.py`` (or the file ``path``) as a module; its
-    ``__main__`` block does not run."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", path or EXAMPLES / f"{name}.py")
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` as a module (its ``__main__`` block does not run)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from helpers import EchoHandler, release_map
+from helpers import EchoHandler, load_example
 
 import asyncio_compat
 from asyncio_compat import _loop, asyncore
@@ -31,13 +31,6 @@ pytestmark = pytest.mark.timeout(30)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tk_idle_client.py"
 LONG = 30.0
 FILE_HANDLER_BACKENDS = ("epoll", "kqueue", "devpoll")  # pollers with an fd of their own
-
-
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    target = asyncore.SocketMap()
-    yield target
-    release_map(target)
 
 
 class Reader(asyncore.dispatcher_with_send):
@@ -406,12 +399,7 @@ def test_tk_idle_client_example_downloads_under_xvfb(poller_name: str, display: 
 
 
 def test_tk_idle_client_example_checks_the_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tk_idle_client", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("tk_idle_client")
     data = example.make_data(1000)
     assert len(data) == 1000 and data == example.make_data(1000) and data != example.make_data(1001)[:1000]
 
