@@ -31,6 +31,62 @@ class EchoHandler(asyncore.dispatcher_with_send):
         self.close()
 
 
+class EchoServer(asyncore.dispatcher):
+    """Listens on 127.0.0.1 (``port``) and echoes every connection with an
+    :class:`EchoHandler`; closes itself after ``connections`` of them."""
+
+    def __init__(self, socket_map: Dict[int, Any], connections: int = 1) -> None:
+        super().__init__(map=socket_map)
+        self.socket_map = socket_map
+        self.remaining = connections
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.bind(("127.0.0.1", 0))
+        self.listen(5)
+        self.port: int = self.socket.getsockname()[1]
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        EchoHandler(sock, map=self.socket_map)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.close()
+
+
+class SendingClient(asyncore.dispatcher_with_send):
+    """Connects to 127.0.0.1:``port``, sends ``payload`` and collects the reply in
+    ``received``; once ``expected`` bytes came it closes and calls ``on_done``.
+    ``closed_by_peer`` says whether the server hung up first."""
+
+    def __init__(
+        self,
+        socket_map: Dict[int, Any],
+        port: int,
+        payload: bytes,
+        expected: int,
+        on_done: Callable[[], Any] = lambda: None,
+    ) -> None:
+        super().__init__(map=socket_map)
+        self.received = bytearray()
+        self.expected = expected
+        self.on_done = on_done
+        self.closed_by_peer = False
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.connect(("127.0.0.1", port))
+        self.send(payload)
+
+    def handle_connect(self) -> None:
+        pass
+
+    def handle_read(self) -> None:
+        self.received += self.recv(65536)
+        if len(self.received) >= self.expected:
+            self.close()
+            self.on_done()
+
+    def handle_close(self) -> None:
+        self.closed_by_peer = True
+        self.close()
+
+
 class Collector(asyncore.dispatcher):
     """Reads what is there into ``data`` and records its handlers in ``events``
     ("read", "close"); never asks to write; closes at the end of the stream."""

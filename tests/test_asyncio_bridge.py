@@ -18,7 +18,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterator, List, Optional, TypeVar
 
 import pytest
-from helpers import EchoHandler, in_map
+from helpers import EchoHandler, EchoServer, SendingClient, in_map
 
 from asyncio_compat import _loop, asyncore
 from asyncio_compat.asyncio_bridge import (
@@ -104,49 +104,6 @@ def _hosted_loops() -> List[HostedEventLoop]:
 
 
 # -- dispatchers used by the exchanges ---------------------------------------------------
-
-
-class EchoServer(asyncore.dispatcher):
-    """Echoes every connection; closes itself after ``connections`` of them."""
-
-    def __init__(self, socket_map: Any, connections: int = 1) -> None:
-        super().__init__(map=socket_map)
-        self.remaining = connections
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.bind(("127.0.0.1", 0))
-        self.listen(5)
-        self.port = self.socket.getsockname()[1]
-
-    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        EchoHandler(sock, map=self._map)
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.close()
-
-
-class SendingClient(asyncore.dispatcher_with_send):
-    """Connects, sends ``payload``, collects the reply until ``expected`` bytes came."""
-
-    def __init__(self, socket_map: Any, port: int, payload: bytes, expected: int) -> None:
-        super().__init__(map=socket_map)
-        self.received = bytearray()
-        self.expected = expected
-        self.closed_by_peer = False
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.connect(("127.0.0.1", port))
-        self.send(payload)
-
-    def handle_connect(self) -> None:
-        pass
-
-    def handle_read(self) -> None:
-        self.received += self.recv(65536)
-        if len(self.received) >= self.expected:
-            self.close()
-
-    def handle_close(self) -> None:
-        self.closed_by_peer = True
-        self.close()
 
 
 class Reader(asyncore.dispatcher_with_send):
