@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Tuple
 
-from asyncio_compat import _loop, asyncore
+from asyncio_compat import _loop, asyncore, socketserver
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SUBPROCESS_TIMEOUT = 60.0
@@ -29,6 +29,13 @@ class EchoHandler(asyncore.dispatcher_with_send):
 
     def handle_close(self) -> None:
         self.close()
+
+
+class LineEcho(socketserver.StreamRequestHandler):
+    """A socketserver handler that sends back the first line it reads."""
+
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline())
 
 
 class EchoServer(asyncore.dispatcher):
@@ -162,6 +169,18 @@ def run_until(
     while not until():
         assert time.monotonic() < deadline, "the condition was not reached in time"
         asyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=use_poll, poller=poller)
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """Read from a blocking socket up to and including the first newline, or to
+    the end of the stream."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def in_map(channel: asyncore.dispatcher, socket_map: Dict[int, Any]) -> bool:

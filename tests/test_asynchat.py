@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any, List, Optional, Tuple
 
 import pytest
-from helpers import run_until
+from helpers import Sockets, run_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -526,27 +526,19 @@ class Relay(Chat):
 
 
 def test_a_push_from_another_channels_handler_is_sent(
-    poller_name: str, use_poll: bool, socket_map: SocketMap
+    poller_name: str, use_poll: bool, socket_map: SocketMap, sockets: Sockets
 ) -> None:
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    try:
-        target = Chat(sockets[0], socket_map)
-        sink = Sink(sockets[1], socket_map)
-        payload = big_payload(2 << 20)  # cannot go out in one send
-        Relay(sockets[2], socket_map, target, payload)
-        for _ in range(3):  # the target is registered as idle: nothing to write
-            asyncore.loop(timeout=0.01, use_poll=use_poll, map=socket_map, count=1, poller=poller_name)
-        sockets[3].sendall(b"go\r\n")
-        run_until(
-            socket_map,
-            lambda: len(sink.received) == len(payload),
-            poller=poller_name,
-            use_poll=use_poll,
-        )
-        assert bytes(sink.received) == payload
-    finally:
-        for sock in sockets:
-            sock.close()
+    target_end, sink_end = sockets.pair()
+    relay_end, trigger = sockets.pair()
+    target = Chat(target_end, socket_map)
+    sink = Sink(sink_end, socket_map)
+    payload = big_payload(2 << 20)  # cannot go out in one send
+    Relay(relay_end, socket_map, target, payload)
+    for _ in range(3):  # the target is registered as idle: nothing to write
+        asyncore.loop(timeout=0.01, use_poll=use_poll, map=socket_map, count=1, poller=poller_name)
+    trigger.sendall(b"go\r\n")
+    run_until(socket_map, lambda: len(sink.received) == len(payload), poller=poller_name, use_poll=use_poll)
+    assert bytes(sink.received) == payload
 
 
 def test_a_push_from_outside_the_loop_is_sent(

@@ -18,7 +18,7 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from helpers import EchoHandler, run_until
+from helpers import EchoHandler, LineEcho, run_until
 
 import pollers
 from asyncio_compat import asyncore, socketserver
@@ -43,11 +43,6 @@ class Greeter(socketserver.StreamRequestHandler):
 
 class GreetingServer(socketserver.TCPServer):
     greeted = 0
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.readline())
 
 
 class Client(asyncore.dispatcher_with_send):
