@@ -60,7 +60,7 @@ def use_poll(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def socket_map(request: pytest.FixtureRequest) -> Iterator[Dict[int, Any]]:
     """A fresh :class:`SocketMap`, released after the test (``helpers.release_map``:
-    every channel closed, the map's loop, timers and foreign-loop pins dropped).
+    every channel closed, the map's loop and timers dropped).
 
     Parametrise it indirectly with ``"dict"`` for a plain dict map:
     ``@pytest.mark.parametrize("socket_map", ["SocketMap", "dict"], indirect=True)``.

@@ -145,13 +145,14 @@ def run_example(name: str, poller_name: str, tmp_path: Path) -> str:
 
 
 def release_map(target: asyncore.SocketMap) -> None:
-    """Close every channel of ``target`` and drop its loop, pending timers and
-    foreign-loop pins included, so that nothing outlives the test."""
+    """Close every channel of ``target`` and drop its loop and pending timers,
+    so that nothing outlives the test.  Fails if a foreign event loop (asyncio,
+    Tk) still serves the map: a test detaches what it attached."""
     asyncore.close_all(target)
     state = _loop.existing_loop(target)
     if state is not None:
         state.timers.clear()
-        state.pins = 0
+        assert state.pins == 0, "a foreign event loop still serves this map: detach it"
         _loop.forget(target)
 
 
