@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
+from helpers import Sockets, release_map
 from windows_rules import posix_only_reason, requested, windows_rules  # noqa: F401 (a fixture)
 
 import pollers
+from asyncio_compat import SocketMap
 
 ALL_POLLERS: List[str] = list(pollers.PREFERENCE)
 
@@ -39,14 +41,6 @@ def poller_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
-    """A connected socket pair, closed after the test (a module may define its own)."""
-    left, right = socket.socketpair()
-    with left, right:
-        yield left, right
-
-
-@pytest.fixture
 def default_poller(poller_name: str) -> Iterator[str]:
     """Makes ``poller_name`` the process default for the test's duration."""
     import asyncio_compat
@@ -56,6 +50,41 @@ def default_poller(poller_name: str) -> Iterator[str]:
         yield poller_name
     finally:
         asyncio_compat.set_default_poller(None)
+
+
+@pytest.fixture(params=[True, False], ids=["poll-semantics", "select-semantics"])
+def use_poll(request: pytest.FixtureRequest) -> bool:
+    """3.11's two ways of delivering events: poll2() (hang-ups call handle_close) or select()."""
+    return bool(request.param)
+
+
+@pytest.fixture
+def socket_map(request: pytest.FixtureRequest) -> Iterator[Dict[int, Any]]:
+    """A fresh :class:`SocketMap`, released after the test (``helpers.release_map``:
+    every channel closed, the map's loop and timers dropped).
+
+    Parametrise it indirectly with ``"dict"`` for a plain dict map:
+    ``@pytest.mark.parametrize("socket_map", ["SocketMap", "dict"], indirect=True)``.
+    """
+    kind = getattr(request, "param", "SocketMap")
+    target: Dict[int, Any] = SocketMap() if kind == "SocketMap" else {}
+    yield target
+    release_map(target)
+
+
+@pytest.fixture
+def sockets() -> Iterator[Sockets]:
+    """Sockets made for one test (``sockets.pair()``, ``sockets.tcp_pair()`` or
+    added by hand), all closed after it, whatever a channel did with them."""
+    made = Sockets()
+    yield made
+    made.close_all()
+
+
+@pytest.fixture
+def pair(sockets: Sockets) -> Tuple[socket.socket, socket.socket]:
+    """A connected ``socket.socketpair()``; both ends are closed after the test."""
+    return sockets.pair()
 
 
 @pytest.fixture(autouse=True)

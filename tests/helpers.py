@@ -1,15 +1,19 @@
-"""What several test files share: an echo dispatcher and running the examples."""
+"""What several test files share: an echo dispatcher, socket pairs, running the
+loop until a condition holds, and loading or running the examples."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Callable, Dict, List, Tuple
 
-from asyncio_compat import _loop, asyncore
+from asyncio_compat import _loop, asyncore, socketserver
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SUBPROCESS_TIMEOUT = 60.0
@@ -24,6 +28,90 @@ class EchoHandler(asyncore.dispatcher_with_send):
             self.send(data)
 
     def handle_close(self) -> None:
+        self.close()
+
+
+class LineEcho(socketserver.StreamRequestHandler):
+    """A socketserver handler that sends back the first line it reads."""
+
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline())
+
+
+class EchoServer(asyncore.dispatcher):
+    """Listens on 127.0.0.1 (``port``) and echoes every connection with an
+    :class:`EchoHandler`; closes itself after ``connections`` of them."""
+
+    def __init__(self, socket_map: Dict[int, Any], connections: int = 1) -> None:
+        super().__init__(map=socket_map)
+        self.socket_map = socket_map
+        self.remaining = connections
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.bind(("127.0.0.1", 0))
+        self.listen(5)
+        self.port: int = self.socket.getsockname()[1]
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        EchoHandler(sock, map=self.socket_map)
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.close()
+
+
+class SendingClient(asyncore.dispatcher_with_send):
+    """Connects to 127.0.0.1:``port``, sends ``payload`` and collects the reply in
+    ``received``; once ``expected`` bytes came it closes and calls ``on_done``.
+    ``closed_by_peer`` says whether the server hung up first."""
+
+    def __init__(
+        self,
+        socket_map: Dict[int, Any],
+        port: int,
+        payload: bytes,
+        expected: int,
+        on_done: Callable[[], Any] = lambda: None,
+    ) -> None:
+        super().__init__(map=socket_map)
+        self.received = bytearray()
+        self.expected = expected
+        self.on_done = on_done
+        self.closed_by_peer = False
+        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.connect(("127.0.0.1", port))
+        self.send(payload)
+
+    def handle_connect(self) -> None:
+        pass
+
+    def handle_read(self) -> None:
+        self.received += self.recv(65536)
+        if len(self.received) >= self.expected:
+            self.close()
+            self.on_done()
+
+    def handle_close(self) -> None:
+        self.closed_by_peer = True
+        self.close()
+
+
+class Collector(asyncore.dispatcher):
+    """Reads what is there into ``data`` and records its handlers in ``events``
+    ("read", "close"); never asks to write; closes at the end of the stream."""
+
+    def __init__(self, sock: Any, socket_map: Dict[int, Any]) -> None:
+        super().__init__(sock, map=socket_map)
+        self.events: List[str] = []
+        self.data = b""
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.events.append("read")
+        self.data += self.recv(4096)
+
+    def handle_close(self) -> None:
+        self.events.append("close")
         self.close()
 
 
@@ -57,11 +145,73 @@ def run_example(name: str, poller_name: str, tmp_path: Path) -> str:
 
 
 def release_map(target: asyncore.SocketMap) -> None:
-    """Close every channel of ``target`` and drop its loop, pending timers and
-    foreign-loop pins included, so that nothing outlives the test."""
+    """Close every channel of ``target`` and drop its loop and pending timers,
+    so that nothing outlives the test.  Fails if a foreign event loop (asyncio,
+    Tk) still serves the map: a test detaches what it attached."""
     asyncore.close_all(target)
     state = _loop.existing_loop(target)
     if state is not None:
         state.timers.clear()
-        state.pins = 0
+        assert state.pins == 0, "a foreign event loop still serves this map: detach it"
         _loop.forget(target)
+
+
+def run_until(
+    socket_map: Dict[int, Any],
+    until: Callable[[], bool],
+    *,
+    poller: Any,
+    use_poll: bool = False,
+    seconds: float = 20.0,
+) -> None:
+    """Run single ``asyncore.loop()`` passes (0.05 s at most each) on ``socket_map``
+    with ``poller`` until ``until()`` holds; fail if ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while not until():
+        assert time.monotonic() < deadline, "the condition was not reached in time"
+        asyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=use_poll, poller=poller)
+
+
+def read_line(sock: socket.socket) -> bytes:
+    """Read from a blocking socket up to and including the first newline, or to
+    the end of the stream."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def in_map(channel: asyncore.dispatcher, socket_map: Dict[int, Any]) -> bool:
+    """Whether ``channel`` is in ``socket_map`` (a closed channel is not)."""
+    return any(entry is channel for entry in socket_map.values())
+
+
+class Sockets(List[socket.socket]):
+    """Sockets one test made; :meth:`close_all` closes every one (the conftest
+    ``sockets`` fixture calls it after the test)."""
+
+    def pair(self) -> Tuple[socket.socket, socket.socket]:
+        """A connected ``socket.socketpair()``."""
+        left, right = socket.socketpair()
+        self += [left, right]
+        return left, right
+
+    def tcp_pair(self) -> Tuple[socket.socket, socket.socket]:
+        """A connected TCP pair on 127.0.0.1, as (accepted side, connecting side).
+
+        Unlike ``socketpair()`` it can carry an RST (``SO_LINGER`` 0) and urgent data.
+        """
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+        self += [server, client]
+        return server, client
+
+    def close_all(self) -> None:
+        for sock in self:
+            sock.close()

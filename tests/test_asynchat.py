@@ -11,9 +11,10 @@ import sys
 import sysconfig
 import warnings
 from types import ModuleType
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
+from helpers import Sockets, run_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,38 +66,6 @@ class Sink(asyncore.dispatcher):
         self.close()
 
 
-@pytest.fixture
-def socket_map() -> Iterator[SocketMap]:
-    channels = SocketMap()
-    yield channels
-    asyncore.close_all(map=channels)
-
-
-@pytest.fixture
-def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
-    """A connected socket pair; both ends are closed afterwards even if a channel took one."""
-    left, right = socket.socketpair()
-    yield left, right
-    left.close()
-    right.close()
-
-
-@pytest.fixture(params=[True, False], ids=["poll-semantics", "select-semantics"])
-def use_poll(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
-
-
-def run_until(
-    condition: Callable[[], bool], socket_map: Any, poller: str, use_poll: bool = True, passes: int = 400
-) -> None:
-    """Run single loop passes until ``condition()`` holds; fail if it never does."""
-    for _ in range(passes):
-        if condition():
-            return
-        asyncore.loop(timeout=0.05, use_poll=use_poll, map=socket_map, count=1, poller=poller)
-    assert condition(), "the loop never reached the expected state"
-
-
 def big_payload(size: int) -> bytes:
     return (bytes(range(256)) * (size // 256 + 1))[:size]
 
@@ -111,13 +80,17 @@ def test_line_terminator_matched_across_reads(
     chat = Chat(mine, socket_map, b"\r\n")
     chat.ac_in_buffer_size = 3
     peer.sendall(b"hello\r\nwor")
-    run_until(lambda: chat.messages == [b"hello"] and b"".join(chat.incoming) == b"wor",
-              socket_map, poller_name, use_poll)
+    run_until(
+        socket_map,
+        lambda: chat.messages == [b"hello"] and b"".join(chat.incoming) == b"wor",
+        poller=poller_name,
+        use_poll=use_poll,
+    )
     peer.sendall(b"ld\r")
-    run_until(lambda: chat.ac_in_buffer == b"\r", socket_map, poller_name, use_poll)
+    run_until(socket_map, lambda: chat.ac_in_buffer == b"\r", poller=poller_name, use_poll=use_poll)
     assert b"".join(chat.incoming) == b"world"
     peer.sendall(b"\n\r\n")
-    run_until(lambda: len(chat.messages) == 3, socket_map, poller_name, use_poll)
+    run_until(socket_map, lambda: len(chat.messages) == 3, poller=poller_name, use_poll=use_poll)
     assert chat.messages == [b"hello", b"world", b""]
     assert chat.errors == []
 
@@ -131,7 +104,7 @@ def test_terminators_of_every_length_read_one_byte_at_a_time(
     chat.ac_in_buffer_size = 1
     words = [b"hello world", b"", b"q not dead yet"]
     peer.sendall(b"".join(word + terminator for word in words))
-    run_until(lambda: len(chat.messages) == 3, socket_map, poller_name)
+    run_until(socket_map, lambda: len(chat.messages) == 3, poller=poller_name, use_poll=True)
     assert chat.messages == words
 
 
@@ -141,12 +114,12 @@ def test_int_terminator_counts_down_across_reads(
     mine, peer = pair
     chat = Chat(mine, socket_map, 10)
     peer.sendall(b"abcd")
-    run_until(lambda: chat.get_terminator() == 6, socket_map, poller_name)
+    run_until(socket_map, lambda: chat.get_terminator() == 6, poller=poller_name, use_poll=True)
     assert chat.messages == []
     peer.sendall(b"efghijKL")
-    run_until(lambda: chat.messages == [b"abcdefghij"], socket_map, poller_name)
+    run_until(socket_map, lambda: chat.messages == [b"abcdefghij"], poller=poller_name, use_poll=True)
     # 0 means "collect everything": the rest waits in incoming
-    run_until(lambda: chat.incoming == [b"KL"], socket_map, poller_name)
+    run_until(socket_map, lambda: chat.incoming == [b"KL"], poller=poller_name, use_poll=True)
     assert chat.get_terminator() == 0
 
 
@@ -158,7 +131,7 @@ def test_no_terminator_collects_everything(
     chat = Chat(mine, socket_map, terminator)
     data = b"hello world\r\nI'm not dead yet!\n"
     peer.sendall(data)
-    run_until(lambda: b"".join(chat.incoming) == data, socket_map, poller_name)
+    run_until(socket_map, lambda: b"".join(chat.incoming) == data, poller=poller_name, use_poll=True)
     assert chat.messages == []
     assert chat.ac_in_buffer == b""
 
@@ -185,7 +158,12 @@ def test_a_terminator_set_in_found_terminator_applies_to_the_rest_of_the_read(
     mine, peer = pair
     chat = LengthPrefixed(mine, socket_map)
     peer.sendall(b"LEN 7\r\nab\r\ncd\nLEN 3\r\nxyzLEN 2\r\n")
-    run_until(lambda: len(chat.bodies) == 2 and chat.get_terminator() == 2, socket_map, poller_name)
+    run_until(
+        socket_map,
+        lambda: len(chat.bodies) == 2 and chat.get_terminator() == 2,
+        poller=poller_name,
+        use_poll=True,
+    )
     assert chat.bodies == [b"ab\r\ncd\n", b"xyz"]
     assert b"".join(chat.incoming) == b""
     assert chat.errors == []
@@ -207,8 +185,12 @@ def test_a_tcp_client_pushing_before_it_is_connected(poller_name: str, socket_ma
     client.connect(server.socket.getsockname())
     client.push(b"first\nsecond\n")
     assert client.writable(), "an unconnected channel waits for the connect"
-    run_until(lambda: bool(accepted) and accepted[0].messages == [b"first", b"second"],
-              socket_map, poller_name)
+    run_until(
+        socket_map,
+        lambda: bool(accepted) and accepted[0].messages == [b"first", b"second"],
+        poller=poller_name,
+        use_poll=True,
+    )
     assert not client.writable(), "nothing left to send once connected"
 
 
@@ -318,11 +300,21 @@ def test_a_raising_handler_closes_only_its_channel(
         good = Chat(good_mine, socket_map)
         bad_peer.sendall(b"one\r\n")
         good_peer.sendall(b"one\r\n")
-        run_until(lambda: bool(bad.errors) and good.messages == [b"one"], socket_map, poller_name, use_poll)
+        run_until(
+            socket_map,
+            lambda: bool(bad.errors) and good.messages == [b"one"],
+            poller=poller_name,
+            use_poll=use_poll,
+        )
         assert isinstance(bad.errors[0], ValueError)
         assert bad.socket.fileno() == -1 and bad_mine.fileno() not in socket_map
         good_peer.sendall(b"two\r\n")
-        run_until(lambda: good.messages == [b"one", b"two"], socket_map, poller_name, use_poll)
+        run_until(
+            socket_map,
+            lambda: good.messages == [b"one", b"two"],
+            poller=poller_name,
+            use_poll=use_poll,
+        )
     finally:
         for sock in (bad_mine, bad_peer, good_mine, good_peer):
             sock.close()
@@ -407,7 +399,7 @@ def test_producers_are_drained_in_order_then_close_when_done(
     chat.push(b"tail")
     chat.close_when_done()
     chat.push(b"never sent")
-    run_until(lambda: sink.eof, socket_map, poller_name, use_poll)
+    run_until(socket_map, lambda: sink.eof, poller=poller_name, use_poll=use_poll)
     assert bytes(sink.received) == b"head|" + body + b"5,4,3,2,1,|bytes as a producer|tail"
     assert chat.socket.fileno() == -1 and not chat.connected
 
@@ -423,7 +415,7 @@ def test_str_output_is_encoded_only_under_use_encoding(
     chat.discard_buffers()
     chat.use_encoding = 1
     chat.push_with_producer(asynchat.simple_producer("h\xe9llo w\xf6rld", buffer_size=3))
-    run_until(lambda: len(sink.received) == 11, socket_map, poller_name)
+    run_until(socket_map, lambda: len(sink.received) == 11, poller=poller_name, use_poll=True)
     assert bytes(sink.received) == "h\xe9llo w\xf6rld".encode("latin-1")
 
 
@@ -439,7 +431,7 @@ def test_a_partial_send_keeps_a_view_of_the_rest_instead_of_a_copy(
     assert isinstance(head, memoryview) and head.obj is body
     assert 0 < len(head) < len(body)
     sink = Sink(peer, socket_map)
-    run_until(lambda: len(sink.received) == len(body), socket_map, poller_name, passes=1000)
+    run_until(socket_map, lambda: len(sink.received) == len(body), poller=poller_name, use_poll=True)
     assert bytes(sink.received) == body
 
 
@@ -534,22 +526,19 @@ class Relay(Chat):
 
 
 def test_a_push_from_another_channels_handler_is_sent(
-    poller_name: str, use_poll: bool, socket_map: SocketMap
+    poller_name: str, use_poll: bool, socket_map: SocketMap, sockets: Sockets
 ) -> None:
-    sockets = [*socket.socketpair(), *socket.socketpair()]
-    try:
-        target = Chat(sockets[0], socket_map)
-        sink = Sink(sockets[1], socket_map)
-        payload = big_payload(2 << 20)  # cannot go out in one send
-        Relay(sockets[2], socket_map, target, payload)
-        for _ in range(3):  # the target is registered as idle: nothing to write
-            asyncore.loop(timeout=0.01, use_poll=use_poll, map=socket_map, count=1, poller=poller_name)
-        sockets[3].sendall(b"go\r\n")
-        run_until(lambda: len(sink.received) == len(payload), socket_map, poller_name, use_poll, passes=1000)
-        assert bytes(sink.received) == payload
-    finally:
-        for sock in sockets:
-            sock.close()
+    target_end, sink_end = sockets.pair()
+    relay_end, trigger = sockets.pair()
+    target = Chat(target_end, socket_map)
+    sink = Sink(sink_end, socket_map)
+    payload = big_payload(2 << 20)  # cannot go out in one send
+    Relay(relay_end, socket_map, target, payload)
+    for _ in range(3):  # the target is registered as idle: nothing to write
+        asyncore.loop(timeout=0.01, use_poll=use_poll, map=socket_map, count=1, poller=poller_name)
+    trigger.sendall(b"go\r\n")
+    run_until(socket_map, lambda: len(sink.received) == len(payload), poller=poller_name, use_poll=use_poll)
+    assert bytes(sink.received) == payload
 
 
 def test_a_push_from_outside_the_loop_is_sent(
@@ -563,7 +552,7 @@ def test_a_push_from_outside_the_loop_is_sent(
     payload = big_payload(2 << 20)
     chat.push(payload)
     assert chat.producer_fifo, "the socket could not take it all at once"
-    run_until(lambda: len(sink.received) == len(payload), socket_map, poller_name, passes=1000)
+    run_until(socket_map, lambda: len(sink.received) == len(payload), poller=poller_name, use_poll=True)
     assert bytes(sink.received) == payload
 
 
@@ -576,7 +565,7 @@ def test_close_when_done_from_outside_the_loop_closes_an_idle_channel(
     for _ in range(3):
         asyncore.loop(timeout=0.01, map=socket_map, count=1, poller=poller_name)
     chat.close_when_done()
-    run_until(lambda: sink.eof, socket_map, poller_name)
+    run_until(socket_map, lambda: sink.eof, poller=poller_name, use_poll=True)
     assert not chat.connected and chat.socket.fileno() == -1
 
 

@@ -18,7 +18,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterator, List, Optional, TypeVar
 
 import pytest
-from helpers import EchoHandler, release_map
+from helpers import EchoHandler, EchoServer, SendingClient, in_map
 
 from asyncio_compat import _loop, asyncore
 from asyncio_compat.asyncio_bridge import (
@@ -88,13 +88,13 @@ def run(new_loop: LoopFactory, main: Awaitable[T]) -> T:
         event_loop.close()
 
 
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    target = asyncore.SocketMap()
-    yield target
-    for host in [h for h in list(_hosted_loops()) if h.socket_map is target]:
+@pytest.fixture(autouse=True)
+def close_hosted_loops(socket_map: asyncore.SocketMap) -> Iterator[None]:
+    """Close the event loops a test hosted on its map, before conftest's
+    ``socket_map`` fixture releases the map."""
+    yield
+    for host in [h for h in list(_hosted_loops()) if h.socket_map is socket_map]:
         host.close()
-    release_map(target)
 
 
 def _hosted_loops() -> List[HostedEventLoop]:
@@ -104,49 +104,6 @@ def _hosted_loops() -> List[HostedEventLoop]:
 
 
 # -- dispatchers used by the exchanges ---------------------------------------------------
-
-
-class EchoServer(asyncore.dispatcher):
-    """Echoes every connection; closes itself after ``connections`` of them."""
-
-    def __init__(self, socket_map: Any, connections: int = 1) -> None:
-        super().__init__(map=socket_map)
-        self.remaining = connections
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.bind(("127.0.0.1", 0))
-        self.listen(5)
-        self.port = self.socket.getsockname()[1]
-
-    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        EchoHandler(sock, map=self._map)
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.close()
-
-
-class SendingClient(asyncore.dispatcher_with_send):
-    """Connects, sends ``payload``, collects the reply until ``expected`` bytes came."""
-
-    def __init__(self, socket_map: Any, port: int, payload: bytes, expected: int) -> None:
-        super().__init__(map=socket_map)
-        self.received = bytearray()
-        self.expected = expected
-        self.closed_by_peer = False
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.connect(("127.0.0.1", port))
-        self.send(payload)
-
-    def handle_connect(self) -> None:
-        pass
-
-    def handle_read(self) -> None:
-        self.received += self.recv(65536)
-        if len(self.received) >= self.expected:
-            self.close()
-
-    def handle_close(self) -> None:
-        self.closed_by_peer = True
-        self.close()
 
 
 class Reader(asyncore.dispatcher_with_send):
@@ -427,7 +384,7 @@ def test_cancelling_run_map_hands_the_channels_back_to_asyncore_loop(
     run(new_loop, main())
     state = _loop.existing_loop(socket_map)
     assert state is not None and not isinstance(state.poller, AsyncioPoller) and state.pins == 0
-    assert reader._fileno is not None and socket_map.get(reader._fileno) is reader
+    assert in_map(reader, socket_map)
     assert reader.socket.fileno() >= 0
     peer.sendall(b"after the hand-over")
     peer.close()
@@ -451,7 +408,7 @@ def test_exitnow_from_a_handler_is_raised_by_run_map(
     try:
         with pytest.raises(asyncore.ExitNow, match="leave the bridge"):
             run(new_loop, main())
-        assert reader._fileno is not None and socket_map.get(reader._fileno) is reader  # detached, not closed
+        assert in_map(reader, socket_map)  # detached, not closed
         assert _loop.existing_loop(socket_map) is None
     finally:
         reader.close()
@@ -489,7 +446,7 @@ def test_a_failing_handler_closes_only_its_channel(
 
     try:
         assert run(new_loop, main()) == b"still served"
-        assert bad._fileno is None  # handle_error closed it
+        assert not in_map(bad, socket_map)  # handle_error closed it
         assert "ValueError'>:one channel's bug" in capsys.readouterr().out
     finally:
         bad_peer.close()
@@ -546,7 +503,7 @@ def test_asyncore_loop_runs_an_asyncio_server_for_a_dispatcher_client(
     server = UpperServer()
     port = run_coroutine(server.start(), socket_map)
     client = SendingClient(socket_map, port, PAYLOAD, len(PAYLOAD))
-    while client._fileno is not None:  # asyncore.loop() is the main loop
+    while in_map(client, socket_map):  # asyncore.loop() is the main loop
         asyncore.loop(timeout=LONG, map=socket_map, count=1)
     run_coroutine(server.stop(connections=1), socket_map)
     host.close()

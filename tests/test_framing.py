@@ -22,7 +22,7 @@ class Recorder:
 
     def __init__(self, schedule: Sequence[Any] = (), framer: Optional[Framer] = None) -> None:
         self.schedule = list(schedule)
-        self._terminator = self.schedule.pop(0) if self.schedule else None
+        self.wanted = self.schedule.pop(0) if self.schedule else None  # the terminator the protocol wants now
         self.framer = framer if framer is not None else Framer()
         self.calls: List[Call] = []
         self.messages: List[bytes] = []
@@ -31,17 +31,17 @@ class Recorder:
 
     @property
     def terminator(self) -> Any:
-        return self._terminator
+        return self.wanted
 
     @terminator.setter
     def terminator(self, value: Any) -> None:
         # only an int terminator counting down is written by the framer
         self.calls.append(("terminator", value))
-        self._terminator = value
+        self.wanted = value
 
     def get_terminator(self) -> Any:
         self.held_while_cutting.append(self.framer.held)
-        return self._terminator
+        return self.wanted
 
     def collect_incoming_data(self, data: bytes) -> None:
         assert type(data) is bytes and data, "only non-empty bytes are handed out"
@@ -52,7 +52,7 @@ class Recorder:
         self.calls.append(("found",))
         self.messages.append(b"".join(self.current))
         self.current = []
-        self._terminator = self.schedule.pop(0) if self.schedule else None
+        self.wanted = self.schedule.pop(0) if self.schedule else None
 
     def receive(self, data: bytes) -> List[Call]:
         """Feed one read; the calls it caused."""
@@ -329,7 +329,7 @@ def test_an_empty_read_is_not_end_of_stream() -> None:
 def test_an_empty_read_hands_out_what_a_new_terminator_completes() -> None:
     recorder = Recorder([b"\r\n"])
     recorder.receive(b"ab\r")
-    recorder._terminator = None
+    recorder.wanted = None  # the protocol changes its mind without telling the framer
     assert recorder.receive(b"") == [("collect", b"\r")]
 
 

@@ -1,20 +1,27 @@
-"""The loop behind asyncore.loop(): registration, dispatch and their edge cases.
+"""The engine behind asyncore.loop(): registration, fd reuse, backends, map state.
 
 Every test runs once per available backend (the ``poller_name`` fixture).
+What the handlers of a dispatcher see is in tests/test_asyncore.py; random
+programs checked against a model are in tests/test_loop_model.py.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Dict, Iterator, List, Tuple
+import time
+from typing import Any, Dict, List
 
 import pytest
+from helpers import Collector, Sockets, run_until
 
 import pollers
-from asyncio_compat import SocketMap, _loop, asyncore
+from asyncio_compat import SocketMap, _loop, asynchat, asyncore
 
 pytestmark = pytest.mark.timeout(60)
+
+Map = Dict[int, Any]
+SOCKET_MAP_KINDS = pytest.mark.parametrize("socket_map", ["SocketMap", "dict"], indirect=True)
 
 
 @pytest.fixture
@@ -23,59 +30,18 @@ def fast_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pollers._base.SweepingPoller, "sweep_interval", 0.02)
 
 
-@pytest.fixture
-def pairs() -> Iterator[List[Tuple[socket.socket, socket.socket]]]:
-    """Socket pairs that are closed after the test, whatever it did with them."""
-    made: List[Tuple[socket.socket, socket.socket]] = []
-    yield made
-    for a, b in made:
-        a.close()
-        b.close()
-
-
-def make_pair(pairs: List[Tuple[socket.socket, socket.socket]]) -> Tuple[socket.socket, socket.socket]:
-    a, b = socket.socketpair()
-    pairs.append((a, b))
-    return a, b
-
-
-class Recorder(asyncore.dispatcher):
-    """Records every event it gets; reads what is there."""
-
-    def __init__(self, sock: Any, socket_map: Dict[int, Any]) -> None:
-        super().__init__(sock, map=socket_map)
-        self.events: List[str] = []
-        self.data = b""
-
-    def writable(self) -> bool:
-        return False
-
-    def handle_read(self) -> None:
-        self.events.append("read")
-        self.data += self.recv(4096)
-
-    def handle_close(self) -> None:
-        self.events.append("close")
-        self.close()
-
-
-def run(socket_map: Dict[int, Any], poller_name: str, count: int = 1, timeout: float = 0.5) -> None:
+def run(socket_map: Map, poller_name: str, count: int = 1, timeout: float = 0.5) -> None:
     asyncore.loop(timeout=timeout, map=socket_map, count=count, poller=poller_name)
 
 
-def finish(socket_map: Dict[int, Any]) -> None:
-    asyncore.close_all(map=socket_map)
-
-
-@pytest.mark.parametrize("map_type", [SocketMap, dict])
+@SOCKET_MAP_KINDS
 def test_event_is_not_delivered_to_new_owner_of_reused_fd(
-    poller_name: str, map_type: Any, pairs: List[Tuple[socket.socket, socket.socket]]
+    poller_name: str, socket_map: Map, sockets: Sockets
 ) -> None:
-    socket_map: Dict[int, Any] = map_type()
-    channels: List[Recorder] = []
-    newcomers: List[Recorder] = []
+    channels: List[Collector] = []
+    newcomers: List[Collector] = []
 
-    class Closer(Recorder):
+    class Closer(Collector):
         """The first of the two to run closes the other and takes its fd."""
 
         def handle_read(self) -> None:
@@ -83,257 +49,134 @@ def test_event_is_not_delivered_to_new_owner_of_reused_fd(
             if newcomers:
                 return
             victim = next(c for c in channels if c is not self)
-            old_fd = victim._fileno
-            assert old_fd is not None
+            old_fd = victim.socket.fileno()
             victim.close()
-            a, b = socket.socketpair()
+            a, _ = sockets.pair()
             if a.fileno() != old_fd:
                 os.dup2(a.fileno(), old_fd)  # force the reuse the test is about
-                a.close()
-                a = socket.socket(fileno=old_fd)
-            pairs.append((a, b))
-            newcomers.append(Recorder(a, socket_map))
-            assert newcomers[0]._fileno == old_fd
+                sockets.append(socket.socket(fileno=old_fd))
+                a = sockets[-1]
+            newcomers.append(Collector(a, socket_map))
+            assert newcomers[0].socket.fileno() == old_fd
 
     for _ in range(2):
-        a, b = make_pair(pairs)
+        a, b = sockets.pair()
         channels.append(Closer(a.dup(), socket_map))
         b.send(b"x")  # both readable in the same pass
     run(socket_map, poller_name)
     assert len(newcomers) == 1
     assert newcomers[0].events == [], "the closed channel's event reached the new owner"
-    finish(socket_map)
-
-
-class Toggle(asyncore.dispatcher):
-    """A legacy subclass with its own readable(): asked every pass."""
-
-    def __init__(self, sock: Any, socket_map: Dict[int, Any]) -> None:
-        super().__init__(sock, map=socket_map)
-        self.want = False
-        self.data = b""
-        self.asked = 0
-
-    def readable(self) -> bool:
-        self.asked += 1
-        return self.want
-
-    def writable(self) -> bool:
-        return False
-
-    def handle_read(self) -> None:
-        self.data += self.recv(100)
-
-
-def test_overridden_readable_is_honoured_on_next_pass(
-    poller_name: str, pairs: List[Tuple[socket.socket, socket.socket]]
-) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-    a, b = make_pair(pairs)
-    chan = Toggle(a.dup(), socket_map)
-    b.send(b"hello")
-    run(socket_map, poller_name, count=3, timeout=0.01)
-    assert chan.data == b""
-    assert chan.asked >= 3, "an overridden predicate must be asked every pass"
-    chan.want = True  # no notification: 3.11 code just flips state
-    run(socket_map, poller_name, count=1)
-    assert chan.data == b"hello"
-    finish(socket_map)
 
 
 def test_builtin_predicates_are_not_asked_when_idle(
-    poller_name: str, monkeypatch: pytest.MonkeyPatch, pairs: List[Tuple[socket.socket, socket.socket]]
+    poller_name: str, socket_map: Map, sockets: Sockets
 ) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
+    looks: List[int] = []
+
+    class Watched(asyncore.dispatcher_with_send):
+        """Built-in predicates; counts each time its interest is worked out (which
+        reads out_buffer, whether by writable() or by the loop's one-call form)."""
+
+        @property  # type: ignore[override]
+        def out_buffer(self) -> bytes:
+            looks.append(1)
+            return self.pending
+
+        @out_buffer.setter
+        def out_buffer(self, value: bytes) -> None:
+            self.pending = value
+
     for _ in range(50):
-        a, _b = make_pair(pairs)
-        chan = asyncore.dispatcher_with_send(a.dup(), map=socket_map)
-        assert chan.connected
+        a, _b = sockets.pair()
+        assert Watched(a.dup(), map=socket_map).connected
     run(socket_map, poller_name, count=1, timeout=0)
-    asked: List[Any] = []
-    real = _loop.wanted_events
-    monkeypatch.setattr(_loop, "wanted_events", lambda obj: asked.append(obj) or real(obj))
+    assert looks, "precondition: a new channel's interest is worked out"
+    looks.clear()
     run(socket_map, poller_name, count=5, timeout=0)
-    assert asked == [], "idle channels with built-in predicates were asked"
-    finish(socket_map)
+    assert looks == [], "idle channels with built-in predicates were asked"
 
 
-def test_plain_dict_map_is_compared_every_pass(
-    poller_name: str, monkeypatch: pytest.MonkeyPatch, pairs: List[Tuple[socket.socket, socket.socket]]
-) -> None:
-    socket_map: Dict[int, Any] = {}
-    a, b = make_pair(pairs)
-    chan = Recorder(a.dup(), socket_map)
-    del socket_map[chan._fileno]  # legacy code touching the map directly
+@pytest.mark.parametrize("socket_map", ["dict"], indirect=True)
+def test_plain_dict_map_is_compared_every_pass(poller_name: str, socket_map: Map, sockets: Sockets) -> None:
+    a, b = sockets.pair()
+    chan = Collector(a.dup(), socket_map)
+    fd = chan.socket.fileno()
+    del socket_map[fd]  # legacy code touching the map directly
     b.send(b"late")
     run(socket_map, poller_name, count=1, timeout=0) if socket_map else None
-    socket_map[chan._fileno] = chan  # and putting it back
+    socket_map[fd] = chan  # and putting it back
     run(socket_map, poller_name, count=1)
     assert chan.data == b"late"
-    finish(socket_map)
-
-
-def test_send_from_another_channel_is_noticed(
-    poller_name: str, pairs: List[Tuple[socket.socket, socket.socket]]
-) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-    a1, b1 = make_pair(pairs)
-    a2, b2 = make_pair(pairs)
-    sender = asyncore.dispatcher_with_send(a2.dup(), map=socket_map)
-
-    class Relay(Recorder):
-        def handle_read(self) -> None:
-            super().handle_read()
-            # dispatcher_with_send tells the loop; a full socket buffer is
-            # drained on later passes
-            sender.send(self.data * 20000)
-
-    Relay(a1.dup(), socket_map)
-    b1.send(b"ab")
-    b2.setblocking(False)
-    got = b""
-    for _ in range(200):
-        run(socket_map, poller_name, count=1, timeout=0.05)
-        try:
-            got += b2.recv(1 << 20)
-        except BlockingIOError:
-            pass
-        if len(got) == 40000:
-            break
-    assert got == b"ab" * 20000
-    finish(socket_map)
 
 
 def test_fd_closed_behind_the_map_gets_handle_close(
-    poller_name: str, fast_sweep: None, pairs: List[Tuple[socket.socket, socket.socket]]
+    poller_name: str, fast_sweep: None, socket_map: Map, sockets: Sockets
 ) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-    a, b = make_pair(pairs)
-    healthy_a, healthy_b = make_pair(pairs)
-    doomed = Recorder(a.dup(), socket_map)
-    healthy = Recorder(healthy_a.dup(), socket_map)
+    a, b = sockets.pair()
+    healthy_a, healthy_b = sockets.pair()
+    doomed = Collector(a.dup(), socket_map)
+    healthy = Collector(healthy_a.dup(), socket_map)
     run(socket_map, poller_name, count=1, timeout=0)
     os.close(doomed.socket.detach())  # behind the loop's back
-    for _ in range(50):
-        run(socket_map, poller_name, count=1, timeout=0.05)
-        if "close" in doomed.events:
-            break
+    run_until(socket_map, lambda: "close" in doomed.events, poller=poller_name, seconds=10)
     assert doomed.events[-1:] == ["close"]
     healthy_b.send(b"still here")
     run(socket_map, poller_name, count=1)
     assert healthy.data == b"still here"
-    finish(socket_map)
 
 
-def test_handler_exception_harms_only_its_channel(
-    poller_name: str, pairs: List[Tuple[socket.socket, socket.socket]], capsys: pytest.CaptureFixture[str]
-) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-
-    class Broken(Recorder):
-        def handle_read(self) -> None:
-            raise RuntimeError("boom in handle_read")
-
-    a1, b1 = make_pair(pairs)
-    a2, b2 = make_pair(pairs)
-    broken = Broken(a1.dup(), socket_map)
-    fine = Recorder(a2.dup(), socket_map)
-    b1.send(b"x")
-    b2.send(b"y")
-    run(socket_map, poller_name)
-    assert broken._fileno is None and broken.events == ["close"]
-    assert fine.data == b"y"
-    assert "boom in handle_read" in capsys.readouterr().out
-    finish(socket_map)
-
-
-def test_predicate_exception_goes_to_handle_error(
-    poller_name: str, pairs: List[Tuple[socket.socket, socket.socket]], capsys: pytest.CaptureFixture[str]
-) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-
-    class BadPredicate(Recorder):
-        def readable(self) -> bool:
-            raise ValueError("readable exploded")
-
-    a1, _ = make_pair(pairs)
-    a2, b2 = make_pair(pairs)
-    bad = BadPredicate(a1.dup(), socket_map)
-    fine = Recorder(a2.dup(), socket_map)
-    b2.send(b"ok")
-    run(socket_map, poller_name)
-    assert bad._fileno is None
-    assert fine.data == b"ok"
-    assert "readable exploded" in capsys.readouterr().out
-    finish(socket_map)
-
-
-@pytest.mark.parametrize("use_poll", [True, False])
-def test_peer_close_reaches_handle_close(
-    poller_name: str, use_poll: bool, pairs: List[Tuple[socket.socket, socket.socket]]
-) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-    a, b = make_pair(pairs)
-    chan = Recorder(a.dup(), socket_map)
-    b.send(b"last words")
-    b.close()
-    asyncore.loop(timeout=0.5, map=socket_map, use_poll=use_poll, count=5, poller=poller_name)
-    assert chan.data == b"last words"
-    assert chan.events[-1] == "close"
-    assert not socket_map
-
-
-def test_exit_now_propagates(poller_name: str, pairs: List[Tuple[socket.socket, socket.socket]]) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-
-    class Quitter(Recorder):
-        def handle_read(self) -> None:
-            raise asyncore.ExitNow("stop")
-
-    a, b = make_pair(pairs)
-    Quitter(a.dup(), socket_map)
-    b.send(b"x")
-    with pytest.raises(asyncore.ExitNow):
-        run(socket_map, poller_name)
-    finish(socket_map)
-
-
-def test_switching_backend_between_calls(pairs: List[Tuple[socket.socket, socket.socket]]) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-    a, b = make_pair(pairs)
-    chan = Recorder(a.dup(), socket_map)
+def test_switching_backend_between_calls(socket_map: Map, sockets: Sockets) -> None:
+    a, b = sockets.pair()
+    chan = Collector(a.dup(), socket_map)
     for name in pollers.available():
         b.send(name.encode())
         run(socket_map, name)
     assert chan.data == "".join(pollers.available()).encode()
-    finish(socket_map)
 
 
 def test_unknown_poller_name_is_a_clear_error() -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-    socket_map[99999] = object()
+    socket_map: Map = SocketMap()
+    socket_map[99999] = object()  # never served: the name is refused first
     with pytest.raises(pollers.UnknownPollerError, match="available: "):
         asyncore.loop(map=socket_map, count=1, poller="no-such-poller")
 
 
-def test_idle_hook_call_does_not_block_with_nothing_registered(poller_name: str) -> None:
-    import time
-
-    socket_map: Dict[int, Any] = SocketMap()
+def test_idle_hook_call_does_not_block_with_nothing_registered(poller_name: str, socket_map: Map) -> None:
     start = time.monotonic()
     for _ in range(100):
         asyncore.loop(timeout=0, map=socket_map, count=1, poller=poller_name)
     assert time.monotonic() - start < 5.0  # bound only: an accidental block would be 100 x timeout
 
 
-def test_map_state_released_when_map_empties(
-    poller_name: str, pairs: List[Tuple[socket.socket, socket.socket]]
-) -> None:
-    socket_map: Dict[int, Any] = SocketMap()
-    a, b = make_pair(pairs)
-    chan = Recorder(a.dup(), socket_map)
+def test_map_state_released_when_map_empties(poller_name: str, socket_map: Map, sockets: Sockets) -> None:
+    a, b = sockets.pair()
+    chan = Collector(a.dup(), socket_map)
     run(socket_map, poller_name)
     assert _loop.existing_loop(socket_map) is not None
     chan.close()
     run(socket_map, poller_name)
     assert _loop.existing_loop(socket_map) is None
+
+
+@pytest.mark.parametrize("connected", [True, False])
+@pytest.mark.parametrize("accepting", [True, False])
+@pytest.mark.parametrize("queued", [False, True])
+def test_fast_interest_functions_agree_with_the_predicates(
+    connected: bool, accepting: bool, queued: bool, socket_map: Map
+) -> None:
+    """Each one-call interest function (``register_fast_interest``) gives the
+    mask that asking the predicates gives, in every state."""
+    for cls in (asyncore.dispatcher, asyncore.dispatcher_with_send, asynchat.async_chat):
+        chan = cls(map=socket_map)
+        if queued and isinstance(chan, asyncore.dispatcher_with_send):
+            chan.out_buffer = b"pending"
+        if queued and isinstance(chan, asynchat.async_chat):
+            # above the high-water mark: reading pauses (not connected, so nothing is sent)
+            chan.output_high_water = 1
+            chan.push(b"pending")
+            assert not chan.readable()
+        chan.connected = connected
+        chan.accepting = accepting
+        fast = _loop._interest_function(chan)
+        assert fast is not None and fast is not _loop.wanted_events, cls
+        assert fast(chan) == _loop.wanted_events(chan), (cls, connected, accepting, queued)

@@ -59,7 +59,7 @@ pytestmark = pytest.mark.timeout(300)
 # Bounded so that one backend takes a few seconds; derandomised and without
 # an example database so that every run (and CI) tries the same programs.
 MODEL_SETTINGS = settings(
-    max_examples=100,
+    max_examples=200,
     stateful_step_count=30,
     deadline=None,
     derandomize=True,
@@ -73,6 +73,9 @@ PICK = st.integers(min_value=0, max_value=7)
 PAYLOAD = st.binary(min_size=1, max_size=40)
 TRANSPORT = st.sampled_from(["unix", "tcp"])
 SETTLE_SECONDS = 5.0
+# Timers may run up to one clock tick early (a deadline within the monotonic
+# clock's resolution counts as reached; asyncio_compat/_timers.py): no more.
+TIMER_SLACK = max(time.get_clock_info("monotonic").resolution, 1e-6) + 1e-9
 
 
 @dataclass
@@ -448,7 +451,7 @@ class LoopModel(RuleBasedStateMachine):
             self.violation(f"timer {t.serial} ran after cancel()")
         if t.fired:
             self.violation(f"timer {t.serial} ran twice")
-        if time.monotonic() < t.handle.when:
+        if time.monotonic() + TIMER_SLACK < t.handle.when:
             self.violation(f"timer {t.serial} ran before its deadline")
         t.fired += 1
         if t.target is not None:

@@ -69,17 +69,6 @@ def real_backend(name: str) -> Backend:
 
 
 @pytest.fixture
-def pair() -> Iterator[Pair]:
-    """A connected AF_UNIX stream pair: (reader, writer)."""
-    reader, writer = socket.socketpair()
-    try:
-        yield reader, writer
-    finally:
-        reader.close()
-        writer.close()
-
-
-@pytest.fixture
 def spied(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tuple[Poller, SyscallSpy]]:
     """A poller whose kernel object is wrapped in a SyscallSpy."""
     if backend.kernel is None:

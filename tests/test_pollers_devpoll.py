@@ -24,13 +24,6 @@ Pair = Tuple[socket.socket, socket.socket]
 
 
 @pytest.fixture
-def pair() -> Iterator[Pair]:
-    reader, writer = socket.socketpair()
-    with reader, writer:
-        yield reader, writer
-
-
-@pytest.fixture
 def dp() -> Iterator[FakeDevpoll]:
     fake = FakeDevpoll()
     yield fake

@@ -7,7 +7,7 @@ import select
 import socket
 import tempfile
 import time
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import pytest
 from fakes.support import events_of, quick
@@ -21,13 +21,6 @@ pytestmark = [
 ]
 
 Pair = Tuple[socket.socket, socket.socket]
-
-
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    reader, writer = socket.socketpair()
-    with reader, writer:
-        yield reader, writer
 
 
 def slow_sweeping() -> pollers.Poller:

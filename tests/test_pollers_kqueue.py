@@ -37,13 +37,6 @@ Pair = Tuple[socket.socket, socket.socket]
 R, W = KQ_FILTER_READ, KQ_FILTER_WRITE
 
 
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    reader, writer = socket.socketpair()
-    with reader, writer:
-        yield reader, writer
-
-
 @pytest.fixture(params=["macos", "freebsd"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)

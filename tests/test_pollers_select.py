@@ -22,13 +22,6 @@ Pair = Tuple[socket.socket, socket.socket]
 
 
 @pytest.fixture
-def pair() -> Iterator[Pair]:
-    reader, writer = socket.socketpair()
-    with reader, writer:
-        yield reader, writer
-
-
-@pytest.fixture
 def high_fd(pair: Pair) -> Iterator[int]:
     """The writer of ``pair`` dup2-ed onto a free fd above FD_SETSIZE."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -12,7 +12,6 @@ test skips, saying why, when the hard limit is too low.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -22,6 +21,7 @@ from types import ModuleType
 from typing import Iterator
 
 import pytest
+from helpers import load_example
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(150)]
 
@@ -30,17 +30,9 @@ CONNECTIONS = 5000
 SIZE = 100 * 1024
 
 
-def load_soak() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_soak_long", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def soak_module() -> ModuleType:
-    return load_soak()
+    return load_example("soak_long")
 
 
 @pytest.fixture

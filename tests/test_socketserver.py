@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, List, Tuple
 
 import pytest
+from helpers import LineEcho, read_line
 
 from asyncio_compat import socketserver
 
@@ -27,29 +28,11 @@ HOST = "127.0.0.1"
 LINE = b"hello world\n"
 
 
-class LineEcho(socketserver.StreamRequestHandler):
-    """Sends back the first line it reads."""
-
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.readline())
-
-
 class DatagramEcho(socketserver.DatagramRequestHandler):
     """Sends back the datagram it got."""
 
     def handle(self) -> None:
         self.wfile.write(self.rfile.read())
-
-
-def read_line(sock: socket.socket) -> bytes:
-    """Read up to and including the first newline, or to the end of the stream."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 def pending_client(server: socketserver.TCPServer, payload: bytes = LINE) -> socket.socket:

@@ -15,15 +15,19 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
-from helpers import EchoHandler
+from helpers import EchoHandler, LineEcho, run_until
 
 import pollers
-from asyncio_compat import SocketMap, asyncore, socketserver
+from asyncio_compat import asyncore, socketserver
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [
+    pytest.mark.timeout(30),
+    # every test on a tracked SocketMap and on a plain dict
+    pytest.mark.parametrize("socket_map", ["SocketMap", "dict"], indirect=True),
+]
 
 HOST = "127.0.0.1"
 LINE = b"one line\n"
@@ -39,11 +43,6 @@ class Greeter(socketserver.StreamRequestHandler):
 
 class GreetingServer(socketserver.TCPServer):
     greeted = 0
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.readline())
 
 
 class Client(asyncore.dispatcher_with_send):
@@ -84,28 +83,9 @@ class EchoServer(asyncore.dispatcher):
         EchoHandler(sock, map=self.socket_map)
 
 
-@pytest.fixture(params=["SocketMap", "dict"])
-def socket_map(request: pytest.FixtureRequest) -> Iterator[Dict[int, Any]]:
-    """A fresh map (tracked or plain dict); everything in it is closed afterwards."""
-    made: Dict[int, Any] = SocketMap() if request.param == "SocketMap" else {}
-    yield made
-    asyncore.close_all(made)
-
-
-@pytest.fixture
-def run_until(poller_name: str, socket_map: Dict[int, Any]) -> Callable[..., None]:
-    def run(done: Callable[[], bool], use_poll: bool = True) -> None:
-        deadline = time.monotonic() + 15
-        while not done():
-            assert time.monotonic() < deadline, "the loop did not get there"
-            asyncore.loop(timeout=0.05, use_poll=use_poll, map=socket_map, count=1, poller=poller_name)
-
-    return run
-
-
 @pytest.mark.parametrize("use_poll", [True, False], ids=["poll-semantics", "select-semantics"])
 def test_server_and_dispatchers_in_one_loop(
-    socket_map: Dict[int, Any], run_until: Callable[..., None], use_poll: bool
+    socket_map: Dict[int, Any], poller_name: str, use_poll: bool
 ) -> None:
     with GreetingServer((HOST, 0), Greeter) as server:
         channel = server.attach(socket_map)
@@ -113,7 +93,12 @@ def test_server_and_dispatchers_in_one_loop(
         echo = EchoServer(socket_map)
         clients = [Client(server.server_address, socket_map) for _ in range(3)]
         echo_client = Client(echo.address, socket_map, LINE)
-        run_until(lambda: all(c.finished for c in clients) and echo_client.received == LINE, use_poll)
+        run_until(
+            socket_map,
+            lambda: all(c.finished for c in clients) and echo_client.received == LINE,
+            poller=poller_name,
+            use_poll=use_poll,
+        )
         assert sorted(c.received for c in clients) == [b"welcome 0\n", b"welcome 1\n", b"welcome 2\n"]
         server.detach()
         assert server.fileno() not in socket_map and not server.attached
@@ -121,7 +106,7 @@ def test_server_and_dispatchers_in_one_loop(
 
 
 def test_threading_server_reads_from_a_client_of_the_same_loop(
-    socket_map: Dict[int, Any], run_until: Callable[..., None]
+    socket_map: Dict[int, Any], poller_name: str
 ) -> None:
     threads: List[str] = []
 
@@ -133,13 +118,13 @@ def test_threading_server_reads_from_a_client_of_the_same_loop(
     with socketserver.ThreadingTCPServer((HOST, 0), Handler) as server:
         server.attach(socket_map)
         client = Client(server.server_address, socket_map, LINE)
-        run_until(lambda: client.finished)
+        run_until(socket_map, lambda: client.finished, poller=poller_name, use_poll=True)
         assert client.received == LINE
     assert threads and threads[0] != threading.current_thread().name
     assert not server.attached  # server_close() detached it
 
 
-def test_udp_server_in_the_loop(socket_map: Dict[int, Any], run_until: Callable[..., None]) -> None:
+def test_udp_server_in_the_loop(socket_map: Dict[int, Any], poller_name: str) -> None:
     class Echo(socketserver.DatagramRequestHandler):
         def handle(self) -> None:
             self.wfile.write(self.rfile.read().upper())
@@ -160,12 +145,12 @@ def test_udp_server_in_the_loop(socket_map: Dict[int, Any], run_until: Callable[
     with socketserver.UDPServer((HOST, 0), Echo) as server:
         server.attach(socket_map)
         client = DatagramClient(server.server_address)
-        run_until(lambda: client.reply != b"")
+        run_until(socket_map, lambda: client.reply != b"", poller=poller_name, use_poll=True)
         assert client.reply == b"SHOUT"
 
 
 def test_service_actions_run_on_the_loop_while_idle(
-    socket_map: Dict[int, Any], run_until: Callable[..., None]
+    socket_map: Dict[int, Any], poller_name: str
 ) -> None:
     ticks: List[float] = []
 
@@ -175,7 +160,8 @@ def test_service_actions_run_on_the_loop_while_idle(
 
     with Server((HOST, 0), Greeter) as server:
         server.attach(socket_map, poll_interval=0.01)
-        run_until(lambda: len(ticks) >= 3)  # no request: the timers alone call it
+        # no request: the timers alone call it
+        run_until(socket_map, lambda: len(ticks) >= 3, poller=poller_name, use_poll=True)
         server.detach()
         count = len(ticks)
         asyncore.loop(timeout=0.05, map=socket_map, count=3)
@@ -184,7 +170,7 @@ def test_service_actions_run_on_the_loop_while_idle(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
 def test_forking_server_children_are_reaped_by_the_loop(
-    socket_map: Dict[int, Any], run_until: Callable[..., None]
+    socket_map: Dict[int, Any], poller_name: str
 ) -> None:
     class Server(socketserver.ForkingTCPServer):
         pass
@@ -193,15 +179,15 @@ def test_forking_server_children_are_reaped_by_the_loop(
     try:
         server.attach(socket_map, poll_interval=0.01)
         client = Client(server.server_address, socket_map, LINE)
-        run_until(lambda: client.finished)
+        run_until(socket_map, lambda: client.finished, poller=poller_name, use_poll=True)
         assert client.received == LINE
-        run_until(lambda: server.active_children == set())
+        run_until(socket_map, lambda: server.active_children == set(), poller=poller_name, use_poll=True)
     finally:
         server.server_close()
 
 
 def test_one_bad_request_does_not_stop_the_service(
-    socket_map: Dict[int, Any], run_until: Callable[..., None], capsys: pytest.CaptureFixture[str]
+    socket_map: Dict[int, Any], poller_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     class Picky(GreetingServer):
         verified = 0
@@ -216,10 +202,10 @@ def test_one_bad_request_does_not_stop_the_service(
     with Picky((HOST, 0), Greeter) as server:
         channel = server.attach(socket_map)
         first = Client(server.server_address, socket_map)
-        run_until(lambda: first.finished)
+        run_until(socket_map, lambda: first.finished, poller=poller_name, use_poll=True)
         assert first.received == b""  # refused, closed
         second = Client(server.server_address, socket_map)
-        run_until(lambda: second.finished)
+        run_until(socket_map, lambda: second.finished, poller=poller_name, use_poll=True)
         assert second.received == b"welcome 0\n"
         assert socket_map.get(server.fileno()) is channel
     err = capsys.readouterr().err
@@ -244,7 +230,7 @@ def test_close_all_detaches_but_leaves_the_socket_to_its_server(socket_map: Dict
 
 
 def test_socket_closed_behind_the_loops_back_detaches(
-    poller_name: str, socket_map: Dict[int, Any], run_until: Callable[..., None],
+    poller_name: str, socket_map: Dict[int, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(pollers._base.SweepingPoller, "sweep_interval", 0.01)
@@ -252,7 +238,7 @@ def test_socket_closed_behind_the_loops_back_detaches(
     server.attach(socket_map)
     asyncore.loop(timeout=0.01, map=socket_map, count=1, poller=poller_name)  # now registered
     server.socket.close()  # not server_close(): the map does not know
-    run_until(lambda: not server.attached)
+    run_until(socket_map, lambda: not server.attached, poller=poller_name, use_poll=True)
     assert not socket_map
 
 

@@ -14,6 +14,7 @@ import threading
 from typing import Any, Callable, Iterator, List
 
 import pytest
+from helpers import LineEcho, read_line
 
 import asyncio_compat
 import pollers
@@ -23,11 +24,6 @@ pytestmark = pytest.mark.timeout(30)
 
 HOST = "127.0.0.1"
 LINE = b"ping\n"
-
-
-class LineEcho(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        self.wfile.write(self.rfile.readline())
 
 
 def counting(name: str) -> Any:
@@ -52,13 +48,7 @@ def counting(name: str) -> Any:
 def echo(address: Any) -> bytes:
     with socket.create_connection(address, timeout=10) as client:
         client.sendall(LINE)
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(100)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return read_line(client)
 
 
 class Serving:

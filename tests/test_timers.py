@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
-from helpers import release_map
+from helpers import in_map
 
 import asyncio_compat
 from asyncio_compat import _loop, asyncore
@@ -23,14 +23,6 @@ from asyncio_compat.timers import TimerHandle, call_at, call_every, call_later
 pytestmark = pytest.mark.timeout(10)
 
 LONG = 30.0  # a loop() timeout that no test may ever sit out
-
-
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    """A fresh map, closed and forgotten afterwards (timers cancelled)."""
-    target = asyncore.SocketMap()
-    yield target
-    release_map(target)
 
 
 class IdleChannel(asyncore.dispatcher):
@@ -210,8 +202,7 @@ def test_a_failing_timer_is_reported_and_stops_nothing(
     err = capsys.readouterr().err
     assert "error: uncaptured python exception in timer" in err
     assert "broken" in err and "ZeroDivisionError: timer trouble" in err
-    assert idle_channel._fileno is not None
-    assert socket_map.get(idle_channel._fileno) is idle_channel  # the channels are untouched
+    assert in_map(idle_channel, socket_map)  # the channels are untouched
 
 
 def test_exitnow_from_a_timer_leaves_loop_and_keeps_the_rest(

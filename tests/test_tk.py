@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
-from helpers import EchoHandler, release_map
+from helpers import EchoServer, SendingClient, load_example
 
 import asyncio_compat
 from asyncio_compat import _loop, asyncore
@@ -31,13 +31,6 @@ pytestmark = pytest.mark.timeout(30)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tk_idle_client.py"
 LONG = 30.0
 FILE_HANDLER_BACKENDS = ("epoll", "kqueue", "devpoll")  # pollers with an fd of their own
-
-
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    target = asyncore.SocketMap()
-    yield target
-    release_map(target)
 
 
 class Reader(asyncore.dispatcher_with_send):
@@ -201,45 +194,12 @@ def serve_until(root: Any, done: Callable[[], bool], limit: float = 15.0) -> Non
     assert done(), "Tk's loop did not get the work done"
 
 
-class EchoServer(asyncore.dispatcher):
-    def __init__(self, socket_map: Any) -> None:
-        super().__init__(map=socket_map)
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.bind(("127.0.0.1", 0))
-        self.listen(5)
-        self.port = self.socket.getsockname()[1]
-
-    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        EchoHandler(sock, map=self._map)
-        self.close()
-
-
-class Client(asyncore.dispatcher_with_send):
-    def __init__(self, socket_map: Any, port: int, payload: bytes, on_done: Callable[[], None]) -> None:
-        super().__init__(map=socket_map)
-        self.expected = len(payload)
-        self.received = bytearray()
-        self.on_done = on_done
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.connect(("127.0.0.1", port))
-        self.send(payload)
-
-    def handle_connect(self) -> None:
-        pass
-
-    def handle_read(self) -> None:
-        self.received += self.recv(65536)
-        if len(self.received) >= self.expected:
-            self.close()
-            self.on_done()
-
-
 def test_tk_serves_a_socket_map(default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap) -> None:
     from asyncio_compat.tk import attach
 
     payload = bytes(range(256)) * 1024
     server = EchoServer(socket_map)
-    client = Client(socket_map, server.port, payload, tk_root.quit)
+    client = SendingClient(socket_map, server.port, payload, len(payload), on_done=tk_root.quit)
     attachment = attach(tk_root, socket_map)
     try:
         assert attachment.uses_file_handler == (default_poller in FILE_HANDLER_BACKENDS)
@@ -412,13 +372,8 @@ def test_tk_idle_client_example_downloads_under_xvfb(poller_name: str, display: 
 
 
 def test_tk_idle_client_example_checks_the_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
     _need_tkinter()  # the example imports tkinter at the top
-    spec = importlib.util.spec_from_file_location("tk_idle_client", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example("tk_idle_client")
     data = example.make_data(1000)
     assert len(data) == 1000 and data == example.make_data(1000) and data != example.make_data(1001)[:1000]
 

@@ -9,7 +9,6 @@ in one socket map, driven by ``asyncore.loop`` one pass at a time.
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import os
 import random
 import select
@@ -18,37 +17,27 @@ import ssl
 import subprocess
 import sys
 import termios
-import time
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
+from helpers import EXAMPLES, in_map, load_example, run_until
 
-from asyncio_compat import SocketMap, asynchat, asyncore, tls
+from asyncio_compat import asynchat, asyncore, tls
 from asyncio_compat.idle import IdleTimeoutMixin
 from asyncio_compat.tls import TLSMixin
 
 pytestmark = pytest.mark.timeout(60)
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HOST = "localhost"
 
 Map = Dict[int, Any]
 LoopArgs = Dict[str, Any]
 
 
-def load_tls_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("example_tls_echo", EXAMPLES / "tls_echo.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
-    example = load_tls_example()
+    example = load_example("tls_echo")
     try:
         return example.make_certificate(tmp_path_factory.mktemp("tls"))  # type: ignore[no-any-return]
     except example.CertificateToolMissingError as exc:
@@ -67,26 +56,11 @@ def client_context(certificate: Tuple[Path, Path]) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certificate[0]))
 
 
-@pytest.fixture
-def socket_map() -> Iterator[Map]:
-    made: Map = SocketMap()
-    yield made
-    asyncore.close_all(map=made, ignore_all=True)
-
-
 @pytest.fixture(params=[True, False], ids=["poll-semantics", "select-semantics"])
 def loop_args(request: pytest.FixtureRequest, poller_name: str) -> LoopArgs:
     """``asyncore.loop()`` arguments: each backend, with each of 3.11's ways to
     deliver events (``use_poll``: hang-ups call handle_close, or show as reads)."""
     return {"poller": poller_name, "use_poll": request.param}
-
-
-def serve(socket_map: Map, loop_args: LoopArgs, until: Callable[[], bool], seconds: float = 30.0) -> None:
-    """Run passes until ``until()`` holds; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not until():
-        assert time.monotonic() < deadline, "the condition was not reached in time"
-        asyncore.loop(timeout=0.05, map=socket_map, count=1, **loop_args)
 
 
 # -- channels -------------------------------------------------------------------------------
@@ -176,8 +150,12 @@ def established(
     """A client and the server's channel for it, both past the handshake."""
     server = tls_server(socket_map, server_context, server_cls)
     client = tls_client(socket_map, server.address, client_context, cls=client_cls)
-    serve(socket_map, loop_args, lambda: bool(server.accepted) and "handshake" in server.accepted[0].events)
-    serve(socket_map, loop_args, lambda: "handshake" in client.events)
+    run_until(
+        socket_map,
+        lambda: bool(server.accepted) and "handshake" in server.accepted[0].events,
+        **loop_args,
+    )
+    run_until(socket_map, lambda: "handshake" in client.events, **loop_args)
     server.close()
     return client, server.accepted[0]
 
@@ -190,7 +168,7 @@ def test_handshake_and_echo(
 ) -> None:
     client, handler = established(socket_map, loop_args, server_context, client_context)
     client.send(b"ping over TLS")
-    serve(socket_map, loop_args, lambda: bytes(client.received) == b"ping over TLS")
+    run_until(socket_map, lambda: bytes(client.received) == b"ping over TLS", **loop_args)
     assert client.tls.version() == handler.tls.version()
     assert client.tls.version().startswith("TLSv1.")
     assert ("DNS", HOST) in client.tls.getpeercert()["subjectAltName"]
@@ -239,7 +217,11 @@ def test_several_megabytes_through_tls_every_byte_checked(
     )
     client.expected = payload
     client.push(payload)
-    serve(socket_map, loop_args, lambda: client.matched >= len(payload) or client.mismatch_at is not None)
+    run_until(
+        socket_map,
+        lambda: client.matched >= len(payload) or client.mismatch_at is not None,
+        **loop_args,
+    )
     assert client.mismatch_at is None
     assert client.matched == len(payload)
 
@@ -306,7 +288,11 @@ def test_starttls_upgrade_mid_connection(
     StartTLSClient.context = client_context
     listener = Listener(socket_map, lambda sock: StartTLSServer(sock, socket_map))
     client = StartTLSClient(socket_map, listener.address)
-    serve(socket_map, loop_args, lambda: b"secure PING" in client.lines or client._fileno is None)
+    run_until(
+        socket_map,
+        lambda: b"secure PING" in client.lines or not in_map(client, socket_map),
+        **loop_args,
+    )
     assert client.lines[0] == b"plain HELLO"
     assert client.lines[1:-2] == [b"250-filler"] * FILLER_LINES
     assert client.lines[-2:] == [b"220 go ahead", b"secure PING"]
@@ -337,18 +323,22 @@ def test_rejected_certificate_goes_to_handle_error_and_loop_survives(
         bad = tls_client(socket_map, server.address, client_context, hostname="wrong.example")
     else:  # a client that trusts no CA at all
         bad = tls_client(socket_map, server.address, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-    serve(socket_map, loop_args, lambda: bool(bad.errors))
+    run_until(socket_map, lambda: bool(bad.errors), **loop_args)
     error = bad.errors[0]
     assert isinstance(error, ssl.SSLCertVerificationError)
     assert expected in error.verify_message
     assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().out  # handle_error's message
-    assert bad._fileno is None  # closed by the default handle_error
-    serve(socket_map, loop_args, lambda: len(server.accepted) == 1 and server.accepted[0]._fileno is None)
+    assert not in_map(bad, socket_map)  # closed by the default handle_error
+    run_until(
+        socket_map,
+        lambda: len(server.accepted) == 1 and not in_map(server.accepted[0], socket_map),
+        **loop_args,
+    )
     # the same loop and listener serve the next client
     good = tls_client(socket_map, server.address, client_context)
-    serve(socket_map, loop_args, lambda: "handshake" in good.events)
+    run_until(socket_map, lambda: "handshake" in good.events, **loop_args)
     good.send(b"after the failure")
-    serve(socket_map, loop_args, lambda: bytes(good.received) == b"after the failure")
+    run_until(socket_map, lambda: bytes(good.received) == b"after the failure", **loop_args)
 
 
 def test_api_misuse_raises_clear_errors(socket_map: Map, client_context: ssl.SSLContext) -> None:
@@ -396,7 +386,7 @@ def test_unwrap_sends_close_notify_and_peer_closes(
 ) -> None:
     client, handler = established(socket_map, loop_args, server_context, client_context)
     client.unwrap_ssl()
-    serve(socket_map, loop_args, lambda: "close" in client.events and "close" in handler.events)
+    run_until(socket_map, lambda: "close" in client.events and "close" in handler.events, **loop_args)
     # the server saw a clean TLS end, answered it (close() sends close_notify) and closed
     assert handler.events == ["handshake", "close_notify", "close"]
     assert client.events == ["handshake", "unwrapped", "close"]
@@ -419,12 +409,12 @@ def test_unwrap_on_both_sides_then_plaintext(
         socket_map, loop_args, server_context, client_context, server_cls=Downgrading
     )
     client.send(b"secret")
-    serve(socket_map, loop_args, lambda: bytes(client.received) == b"secret")
+    run_until(socket_map, lambda: bytes(client.received) == b"secret", **loop_args)
     client.unwrap_ssl()
-    serve(socket_map, loop_args, lambda: "unwrapped" in client.events and "unwrapped" in handler.events)
+    run_until(socket_map, lambda: "unwrapped" in client.events and "unwrapped" in handler.events, **loop_args)
     assert client.tls is None and handler.tls is None
     client.send(b"in the clear")
-    serve(socket_map, loop_args, lambda: bytes(client.received) == b"secretin the clear")
+    run_until(socket_map, lambda: bytes(client.received) == b"secretin the clear", **loop_args)
     assert handler.events == ["handshake", "close_notify", "unwrapped"]
 
 
@@ -433,7 +423,7 @@ def test_close_sends_close_notify(
 ) -> None:
     client, handler = established(socket_map, loop_args, server_context, client_context)
     client.close()
-    serve(socket_map, loop_args, lambda: "close" in handler.events)
+    run_until(socket_map, lambda: "close" in handler.events, **loop_args)
     assert handler.events == ["handshake", "close_notify", "close"]
 
 
@@ -442,11 +432,10 @@ def test_peer_gone_without_close_notify_is_an_end_of_stream(
 ) -> None:
     client, handler = established(socket_map, loop_args, server_context, client_context)
     # close the TCP connection under the TLS layer: no close_notify
-    fd = client._fileno
+    assert in_map(client, socket_map)
     client.del_channel()
     socket.socket(fileno=client.tls.ssl.detach()).close()
-    assert fd is not None
-    serve(socket_map, loop_args, lambda: "close" in handler.events)
+    run_until(socket_map, lambda: "close" in handler.events, **loop_args)
     assert handler.events == ["handshake", "close"]
     assert handler.errors == []
 
@@ -506,7 +495,7 @@ def test_decrypted_bytes_are_delivered_without_the_socket_becoming_readable(
     reader.stop_at = 1200
     reader.gate = True
     reader.interest_changed()
-    serve(socket_map, loop_args, lambda: not reader.gate)
+    run_until(socket_map, lambda: not reader.gate, **loop_args)
     # the kernel has nothing left; part of the last record is inside the SSL object
     assert unread_in_kernel(reader.socket) == 0
     assert reader.tls.ssl.pending() == record * records - 4500
@@ -551,7 +540,7 @@ def test_class_with_its_own_predicates_still_handshakes(
     client.create_socket(socket.AF_INET, socket.SOCK_STREAM)
     client.wrap_ssl(client_context, server_hostname=HOST)
     client.connect(server.address)
-    serve(socket_map, loop_args, lambda: client.received == b"legacy")
+    run_until(socket_map, lambda: client.received == b"legacy", **loop_args)
     assert client.events == ["handshake"]
 
 
@@ -568,7 +557,7 @@ def test_tls_echo_example_runs(poller_name: str, tmp_path: Path, certificate: Tu
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == f"poller: {poller_name}"
-    example = load_tls_example()
+    example = load_example("tls_echo")
     for line in example.LINES:
         assert f"client: got back {line!r}" in lines
     assert "server: the client ended TLS with a close_notify" in lines
@@ -576,7 +565,7 @@ def test_tls_echo_example_runs(poller_name: str, tmp_path: Path, certificate: Tu
 
 
 def test_tls_echo_example_in_process(default_poller: str, certificate: Tuple[Path, Path]) -> None:
-    example = load_tls_example()
+    example = load_example("tls_echo")
     client = example.run(*certificate)  # the leak check sees what it leaves open
     assert client.succeeded()
 
@@ -591,7 +580,11 @@ def test_idle_timeout_bounds_a_handshake_that_never_comes(
     server = tls_server(socket_map, server_context, PatientHandler)
     mute = socket.create_connection(server.address)  # connects, never says hello
     try:
-        serve(socket_map, loop_args, lambda: bool(server.accepted) and server.accepted[0]._fileno is None)
+        run_until(
+            socket_map,
+            lambda: bool(server.accepted) and not in_map(server.accepted[0], socket_map),
+            **loop_args,
+        )
         handler = server.accepted[0]
         assert handler.events == ["close"] and handler.errors == []
         assert handler.tls is not None and handler.tls.phase == tls.HANDSHAKE

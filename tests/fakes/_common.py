@@ -63,3 +63,32 @@ def open_handle() -> int:
     """
     return os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
 
+
+
+class FakeKernelObject:
+    """What a fake kernel object shares with the real ones: an fd of its own
+    (:func:`open_handle`), ``fileno()``, ``closed`` and an idempotent
+    ``close()``; any other call on a closed object raises ValueError as
+    CPython's do (:meth:`_check_open`)."""
+
+    kind = "kernel"  # the name in "I/O operation on closed <kind> object"
+
+    def __init__(self) -> None:
+        self._handle: Optional[int] = open_handle()
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def fileno(self) -> int:
+        return self._check_open()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            os.close(handle)
+
+    def _check_open(self) -> int:
+        if self._handle is None:
+            raise closed_error(self.kind)
+        return self._handle

@@ -21,19 +21,18 @@ poller contract suite can run against this fake.
 from __future__ import annotations
 
 import math
-import os
 import select
 from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from ._common import as_fd, closed_error, open_handle, real_poll
+from ._common import FakeKernelObject, as_fd, real_poll
 
 POLLREMOVE = 0x0800  # Solaris <sys/poll.h>
 _DEFAULT_MASK = select.POLLIN | select.POLLPRI | select.POLLOUT
 
 
-class FakeDevpoll:
+class FakeDevpoll(FakeKernelObject):
     """``select.devpoll()``.
 
     ``writes`` records every (fd, events) record written to the device and
@@ -41,24 +40,14 @@ class FakeDevpoll:
     the set as the device holds it.
     """
 
+    kind = "devpoll"
+
     def __init__(self) -> None:
-        self._handle: Optional[int] = open_handle()
+        super().__init__()
         self._set: Dict[int, int] = {}
         self._buffer: List[Tuple[int, int]] = []
         self.writes: List[Tuple[int, int]] = []
         self.timeouts: List[int] = []
-
-    @property
-    def closed(self) -> bool:
-        return self._handle is None
-
-    def fileno(self) -> int:
-        return self._check_open()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            os.close(handle)
 
     def register(self, fd: object, eventmask: int = _DEFAULT_MASK) -> None:
         self._check_open()
@@ -98,11 +87,6 @@ class FakeDevpoll:
             else:
                 self._set[number] = self._set.get(number, 0) | events
         self._buffer.clear()
-
-    def _check_open(self) -> int:
-        if self._handle is None:
-            raise closed_error("devpoll")
-        return self._handle
 
 
 def _unsigned_short(value: int) -> int:

@@ -38,13 +38,12 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 import pytest
 
 from ._common import (
+    FakeKernelObject,
     Identity,
     as_fd,
     ceil_ms,
-    closed_error,
     identity,
     identity_or_none,
-    open_handle,
     os_error,
     real_poll,
 )
@@ -100,7 +99,7 @@ class FakeKevent:
         )
 
 
-class FakeKqueue:
+class FakeKqueue(FakeKernelObject):
     """``select.kqueue()`` with the kernel behaviour listed in the module docstring.
 
     ``changes`` records every change passed in, ``timeouts`` every wait's
@@ -108,11 +107,13 @@ class FakeKqueue:
     (for kernel reports such as EV_ERROR that cannot be provoked on demand).
     """
 
+    kind = "kqueue"
+
     def __init__(self, mode: str = "macos") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        super().__init__()
         self.mode = mode
-        self._handle: Optional[int] = open_handle()
         # (ident, filter) -> identity of the file the pair was added for
         self._knotes: Dict[Pair, Identity] = {}
         self._queued: List[FakeKevent] = []
@@ -120,18 +121,6 @@ class FakeKqueue:
         self.timeouts: List[Optional[float]] = []
 
     # -- the select.kqueue interface --------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        return self._handle is None
-
-    def fileno(self) -> int:
-        return self._check_open()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            os.close(handle)
 
     def control(
         self, changelist: Optional[Iterable[Any]], max_events: int, timeout: Optional[float] = None
@@ -155,11 +144,6 @@ class FakeKqueue:
         self._queued.append(kev)
 
     # -- internals ------------------------------------------------------------
-
-    def _check_open(self) -> int:
-        if self._handle is None:
-            raise closed_error("kqueue")
-        return self._handle
 
     def _check_arguments(
         self, changelist: Optional[Iterable[Any]], max_events: int, timeout: Optional[float]
