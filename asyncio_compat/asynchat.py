@@ -202,39 +202,43 @@ class async_chat(asyncore.dispatcher):
         propagate to the loop (which calls ``handle_error``); the bytes
         handed out before that are consumed.
         """
-        again = type(self).readable is _OWN_READABLE
-        for _ in range(_PIECES_PER_EVENT):
+        # one loop, no helper per read, and the checks for reading again only
+        # after a full read: 3.11 ran 120 bytecodes per read, ours 194 before this
+        reads = 1
+        while True:
             size = self.ac_in_buffer_size
-            if self._read_once(size) < size or not again:
+            try:
+                # bytes, or str from a file-like "socket" under use_encoding
+                data: Any = self.recv(size)
+            except OSError as exc:
+                # a spurious wake-up leaves nothing to read: not an error
+                if not isinstance(exc, BlockingIOError):
+                    self.handle_error()
                 return
-            if self._reading_paused or not self.connected:
+            if isinstance(data, str) and self.use_encoding:
+                # 3.11 encoded the type ``str`` here instead of the data
+                data = data.encode(self.encoding)
+            framer = self._framer
+            if framer is None:
+                framer = self._inbound()
+            if self.max_message_size is None:
+                framer.receive(data, self)
+            elif not self._receive_capped(framer, data):
                 return
+            if len(data) < size or self._reading_paused or not self.connected:
+                return  # the usual case: the socket is drained
+            if reads == _PIECES_PER_EVENT or type(self).readable is not _OWN_READABLE:
+                return
+            reads += 1
 
-    def _read_once(self, size: int) -> int:
-        """One ``recv(size)``, framed; returns how many bytes came (-1: none, an error)."""
-        try:
-            # bytes, or str from a file-like "socket" under use_encoding
-            data: Any = self.recv(size)
-        except OSError as exc:
-            # a spurious wake-up leaves nothing to read: not an error
-            if not isinstance(exc, BlockingIOError):
-                self.handle_error()
-            return -1
-        if isinstance(data, str) and self.use_encoding:
-            # 3.11 encoded the type ``str`` here instead of the data
-            data = data.encode(self.encoding)
-        framer = self._framer
-        if framer is None:
-            framer = self._inbound()
-        if self.max_message_size is None:
-            framer.receive(data, self)
-            return len(data)
+    def _receive_capped(self, framer: Framer, data: Any) -> bool:
+        """Frame ``data`` under ``max_message_size``; False if it was passed."""
         try:
             framer.receive(data, _SizeGuard(self))
         except _MessageTooLargeError as exc:
             self.handle_message_too_large(exc.size)
-            return -1
-        return len(data)
+            return False
+        return True
 
     def handle_message_too_large(self, size: int) -> None:
         """Called when one incoming message passes ``max_message_size`` bytes.
