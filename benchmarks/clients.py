@@ -8,13 +8,16 @@ Each loop is bounded by a duration and a count, and every wait by a timeout.
 from __future__ import annotations
 
 import errno
+import multiprocessing
+import queue
 import selectors
 import socket
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .processes import BenchError
 from .protocol import echo_messages, pattern
@@ -375,3 +378,74 @@ def _receive_crc(sock: socket.socket, size: int) -> int:
         crc = zlib.crc32(view[:got], crc)
         left -= got
     return crc
+
+
+# -- echo load from several client processes (the workers scenario) ----------------------------
+
+
+def _load_child(address: Address, connections: int, duration: float, max_count: int,
+                barrier: Any, results: Any) -> None:
+    """One client process: connect, wait for the others, run, report ``(count, seconds)`` or an error."""
+    try:
+        load = EchoLoad(address, connections)
+    except BaseException as exc:  # reported, not raised: the parent must not hang at the barrier
+        barrier.abort()
+        results.put(f"cannot connect: {exc}")
+        return
+    try:
+        barrier.wait(STALL_TIMEOUT)
+        window = load.run(duration, max_count, lambda: None)
+        results.put((window.count, window.seconds))
+    except BaseException as exc:
+        barrier.abort()
+        results.put(str(exc) or type(exc).__name__)
+    finally:
+        load.close()
+
+
+def echo_load_processes(address: Address, connections: int, processes: int, duration: float,
+                        max_count: int, cpu: CpuProbe) -> Window:
+    """The echo load of :class:`EchoLoad`, split over ``processes`` client processes.
+
+    The window counts every process's echoes; its seconds are the longest
+    process's.  Raises BenchError when a process fails or stays silent.
+    """
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+    barrier = context.Barrier(processes + 1)
+    results = context.Queue()
+    shares = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
+    children = [context.Process(target=_load_child, daemon=True,
+                                args=(address, share, duration, max_count // processes, barrier, results))
+                for share in shares]
+    for child in children:
+        child.start()
+    try:
+        return _collect(children, barrier, results, duration, cpu)
+    finally:
+        for child in children:
+            child.join(STALL_TIMEOUT)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        results.close()
+
+
+def _collect(children: Sequence[Any], barrier: Any, results: Any, duration: float, cpu: CpuProbe) -> Window:
+    try:
+        barrier.wait(STALL_TIMEOUT)
+    except threading.BrokenBarrierError:
+        pass  # a child failed: its error is in the queue
+    cpu_before = cpu()
+    outcomes = []
+    for _ in children:
+        try:
+            outcomes.append(results.get(timeout=duration + 2 * STALL_TIMEOUT))
+        except queue.Empty:
+            raise BenchError("a client process stayed silent") from None
+    errors = [text for text in outcomes if isinstance(text, str)]
+    if errors:
+        raise BenchError(errors[0])
+    cpu_after = cpu()
+    used = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Window(sum(count for count, _ in outcomes), max(seconds for _, seconds in outcomes), used)
