@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import errno
 import multiprocessing
-import queue
 import selectors
 import socket
 import struct
-import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -384,65 +382,78 @@ def _receive_crc(sock: socket.socket, size: int) -> int:
 
 
 def _load_child(address: Address, connections: int, duration: float, max_count: int,
-                barrier: Any, results: Any) -> None:
-    """One client process: connect, wait for the others, run, report ``(count, seconds)`` or an error."""
+                go: Any, report: Any) -> None:
+    """One client process: connect, say so, wait for ``go``, run; send ``(count, seconds)`` or an error."""
     try:
         load = EchoLoad(address, connections)
-    except BaseException as exc:  # reported, not raised: the parent must not hang at the barrier
-        barrier.abort()
-        results.put(f"cannot connect: {exc}")
+    except BaseException as exc:  # reported, not raised: the parent waits for every child
+        report.send(f"cannot connect: {exc}")
+        report.close()
         return
     try:
-        barrier.wait(STALL_TIMEOUT)
+        report.send("ready")
+        if not go.wait(STALL_TIMEOUT):
+            raise BenchError("no start signal")
         window = load.run(duration, max_count, lambda: None)
-        results.put((window.count, window.seconds))
+        report.send((window.count, window.seconds))
     except BaseException as exc:
-        barrier.abort()
-        results.put(str(exc) or type(exc).__name__)
+        report.send(str(exc) or type(exc).__name__)
     finally:
         load.close()
+        report.close()
 
 
 def echo_load_processes(address: Address, connections: int, processes: int, duration: float,
                         max_count: int, cpu: CpuProbe) -> Window:
     """The echo load of :class:`EchoLoad`, split over ``processes`` client processes.
 
-    The window counts every process's echoes; its seconds are the longest
-    process's.  Raises BenchError when a process fails or stays silent.
+    The processes connect first and start together.  The window counts every
+    process's echoes; its seconds are the longest process's.  Raises
+    BenchError when a process fails or stays silent.
     """
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
                                           else "spawn")
-    barrier = context.Barrier(processes + 1)
-    results = context.Queue()
+    go = context.Event()
+    pipes = [context.Pipe(duplex=False) for _ in range(processes)]
     shares = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
     children = [context.Process(target=_load_child, daemon=True,
-                                args=(address, share, duration, max_count // processes, barrier, results))
-                for share in shares]
-    for child in children:
-        child.start()
+                                args=(address, share, duration, max_count // processes, go, writer))
+                for share, (_, writer) in zip(shares, pipes)]
     try:
-        return _collect(children, barrier, results, duration, cpu)
+        for child in children:
+            child.start()
+        for _, writer in pipes:
+            writer.close()  # the children hold it now
+        return _collect([reader for reader, _ in pipes], go, duration, cpu)
     finally:
+        go.set()
         for child in children:
             child.join(STALL_TIMEOUT)
             if child.is_alive():
                 child.kill()
                 child.join()
-        results.close()
+        for reader, writer in pipes:
+            reader.close()
+            writer.close()
 
 
-def _collect(children: Sequence[Any], barrier: Any, results: Any, duration: float, cpu: CpuProbe) -> Window:
+def _receive(reader: Any, timeout: float) -> Any:
+    if not reader.poll(timeout):
+        raise BenchError("a client process stayed silent")
     try:
-        barrier.wait(STALL_TIMEOUT)
-    except threading.BrokenBarrierError:
-        pass  # a child failed: its error is in the queue
+        return reader.recv()
+    except EOFError:
+        raise BenchError("a client process died") from None
+
+
+def _collect(readers: Sequence[Any], go: Any, duration: float, cpu: CpuProbe) -> Window:
+    greetings = [_receive(reader, 2 * STALL_TIMEOUT) for reader in readers]
+    errors = [text for text in greetings if text != "ready"]
+    if errors:
+        raise BenchError(str(errors[0]))
     cpu_before = cpu()
-    outcomes = []
-    for _ in children:
-        try:
-            outcomes.append(results.get(timeout=duration + 2 * STALL_TIMEOUT))
-        except queue.Empty:
-            raise BenchError("a client process stayed silent") from None
+    go.set()
+    outcomes = [_receive(reader, duration + 2 * STALL_TIMEOUT) for reader in readers]
     errors = [text for text in outcomes if isinstance(text, str)]
     if errors:
         raise BenchError(errors[0])
