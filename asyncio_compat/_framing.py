@@ -177,7 +177,8 @@ class Framer:
 
         See the class doc for what the sink may do and what is raised.
         """
-        if self._offset < len(self._buffer) or type(data) is not bytes:
+        # _join() copes with a consumed buffer too; testing truth first saves 8 of 100 bytecodes
+        if self._buffer or type(data) is not bytes:
             data = self._join(data)
         self._buffer = data
         self._offset = 0
@@ -203,13 +204,22 @@ class Framer:
                     sink.collect_incoming_data(buffer[start:index])
                 sink.found_terminator()
                 continue
-            end = len(buffer)
-            if buffer[end - 1] in terminator:  # else no partial terminator can end it
-                end -= _partial_length(buffer, terminator, start)
+            size = len(buffer)
+            if buffer[-1] not in terminator:  # no partial terminator can end it
+                self._offset = size
+                sink.collect_incoming_data(buffer[start:] if start else buffer)
+                if self._buffer is buffer and self._offset == size:
+                    # all handed out: done, without another turn of the loop
+                    # (a bulk read costs 15% fewer bytecodes)
+                    self._buffer = b""
+                    self._offset = 0
+                    return
+                continue
+            end = size - _partial_length(buffer, terminator, start)
             self._offset = end
             if end > start:
                 sink.collect_incoming_data(buffer[start:end])
-            if end < len(buffer):
+            if end < size:
                 self._hold_tail(buffer, end)
                 return
 

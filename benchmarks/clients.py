@@ -8,13 +8,14 @@ Each loop is bounded by a duration and a count, and every wait by a timeout.
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import selectors
 import socket
 import struct
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .processes import BenchError
 from .protocol import echo_messages, pattern
@@ -375,3 +376,87 @@ def _receive_crc(sock: socket.socket, size: int) -> int:
         crc = zlib.crc32(view[:got], crc)
         left -= got
     return crc
+
+
+# -- echo load from several client processes (the workers scenario) ----------------------------
+
+
+def _load_child(address: Address, connections: int, duration: float, max_count: int,
+                go: Any, report: Any) -> None:
+    """One client process: connect, say so, wait for ``go``, run; send ``(count, seconds)`` or an error."""
+    try:
+        load = EchoLoad(address, connections)
+    except BaseException as exc:  # reported, not raised: the parent waits for every child
+        report.send(f"cannot connect: {exc}")
+        report.close()
+        return
+    try:
+        report.send("ready")
+        if not go.wait(STALL_TIMEOUT):
+            raise BenchError("no start signal")
+        window = load.run(duration, max_count, lambda: None)
+        report.send((window.count, window.seconds))
+    except BaseException as exc:
+        report.send(str(exc) or type(exc).__name__)
+    finally:
+        load.close()
+        report.close()
+
+
+def echo_load_processes(address: Address, connections: int, processes: int, duration: float,
+                        max_count: int, cpu: CpuProbe) -> Window:
+    """The echo load of :class:`EchoLoad`, split over ``processes`` client processes.
+
+    The processes connect first and start together.  The window counts every
+    process's echoes; its seconds are the longest process's.  Raises
+    BenchError when a process fails or stays silent.
+    """
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+    go = context.Event()
+    pipes = [context.Pipe(duplex=False) for _ in range(processes)]
+    shares = [connections // processes + (1 if i < connections % processes else 0) for i in range(processes)]
+    children = [context.Process(target=_load_child, daemon=True,
+                                args=(address, share, duration, max_count // processes, go, writer))
+                for share, (_, writer) in zip(shares, pipes)]
+    try:
+        for child in children:
+            child.start()
+        for _, writer in pipes:
+            writer.close()  # the children hold it now
+        return _collect([reader for reader, _ in pipes], go, duration, cpu)
+    finally:
+        go.set()
+        for child in children:
+            child.join(STALL_TIMEOUT)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        for reader, writer in pipes:
+            reader.close()
+            writer.close()
+
+
+def _receive(reader: Any, timeout: float) -> Any:
+    if not reader.poll(timeout):
+        raise BenchError("a client process stayed silent")
+    try:
+        return reader.recv()
+    except EOFError:
+        raise BenchError("a client process died") from None
+
+
+def _collect(readers: Sequence[Any], go: Any, duration: float, cpu: CpuProbe) -> Window:
+    greetings = [_receive(reader, 2 * STALL_TIMEOUT) for reader in readers]
+    errors = [text for text in greetings if text != "ready"]
+    if errors:
+        raise BenchError(str(errors[0]))
+    cpu_before = cpu()
+    go.set()
+    outcomes = [_receive(reader, duration + 2 * STALL_TIMEOUT) for reader in readers]
+    errors = [text for text in outcomes if isinstance(text, str)]
+    if errors:
+        raise BenchError(errors[0])
+    cpu_after = cpu()
+    used = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return Window(sum(count for count, _ in outcomes), max(seconds for _, seconds in outcomes), used)

@@ -11,7 +11,7 @@ import socket
 import zlib
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Set, TypeVar
 
 from . import clients
 from .clients import Window
@@ -157,17 +157,64 @@ def run_echo(ctx: Context) -> List[Row]:
 
 
 def run_workers(ctx: Context) -> List[Row]:
-    """Echo against 1 and 2 worker processes (unpinned: they need the cores)."""
-    case = f"{ctx.settings.echo_connections} conns x 64 B, unpinned"
+    """Echo against 1, 2, 4, ... worker processes, from client processes on the other cores.
+
+    Unpinned: the workers and the clients need the cores.  msg/s and the
+    ratio to one worker are reported; with fewer than 4 cores there is no
+    core for a second worker beside the clients, and a note says that
+    scaling cannot be shown instead of giving a ratio.
+    """
     impls = ctx.pick(["workers"])
+    cores = os.cpu_count() or 1  # not this process's affinity: it is pinned to one CPU
+    clients_count = max(1, cores - max((impl.workers for impl in impls), default=1))
+    case = f"{ctx.settings.echo_connections} conns x 64 B, {clients_count} client process(es), unpinned"
+    rows = _unpinned(lambda: _worker_rows(ctx, impls, case, clients_count))
+    ctx.notes.append(_scaling_note(rows, cores))
+    return rows
+
+
+def _all_cpus() -> Set[int]:
+    return set(range(os.cpu_count() or 1))
+
+
+def _unpinned(body: Callable[[], T]) -> T:
+    """Run ``body`` with this process (and the client processes it forks) on every CPU."""
     if not hasattr(os, "sched_setaffinity"):
-        return _echo_rows(ctx, "workers", case, impls, pin=False)
+        return body()
     own = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    os.sched_setaffinity(0, _all_cpus())
     try:
-        return _echo_rows(ctx, "workers", case, impls, pin=False)
+        return body()
     finally:
         os.sched_setaffinity(0, own)
+
+
+def _worker_rows(ctx: Context, impls: List[Implementation], case: str, processes: int) -> List[Row]:
+    s = ctx.settings
+
+    def measure(impl: Implementation) -> Window:
+        def body(server: ServerProcess) -> Window:
+            return clients.echo_load_processes(server.address, s.echo_connections, processes,
+                                               s.echo_duration, s.echo_max_messages, server.cpu_time)
+
+        return _with_server(ctx, impl, "echo", body, pin=False)
+
+    best = _best_rounds(ctx, impls, measure, lambda window: window.rate)
+    return [_window_row("workers", case, impl, best[impl.label], "msg/s", 1.0, "value") for impl in impls]
+
+
+def _scaling_note(rows: List[Row], cores: int) -> str:
+    """What the workers rows show: the ratios to one worker, or why there are none."""
+    if cores < 4:
+        return (f"workers: this machine has {cores} core(s); the client processes need about as much "
+                "CPU as the server, so no core is left for a second worker and scaling cannot be "
+                "shown here (only the 1-worker figure is given)")
+    one = rows[0].value if rows and not rows[0].error else None
+    if not one:
+        return "workers: the 1-worker run failed, so no ratio to it can be given"
+    ratios = [f"{row.label.split(', ')[-1]} {row.value / one:.2f}x"
+              for row in rows[1:] if row.value is not None]
+    return f"workers ({cores} cores): msg/s relative to 1 worker: " + ", ".join(ratios)
 
 
 # -- idle scaling and memory ----------------------------------------------------------------
@@ -262,27 +309,58 @@ def _summarised(payload: bytes, expected: bytes, server: ServerProcess) -> Windo
 
 
 def run_bulk(ctx: Context) -> List[Row]:
-    """One message of ``bulk_size`` bytes in, and one ``push()`` of that size out."""
+    """One message of ``bulk_size`` bytes in, and one ``push()`` of that size out.
+
+    Besides the rates, each server's peak RSS (the highest over the rounds).
+    """
     s = ctx.settings
     body = pattern(s.bulk_size)
     expected = b"1 %d\n" % zlib.crc32(body)
     payload = body + b"\n"
     impls = ctx.pick(["ours", "stdlib"], best_only=True)
     size_text = f"{s.bulk_size // MIB} MiB"
+    peaks: Dict[str, Dict[str, int]] = {"bulk in": {}, "bulk out": {}}
 
     def inbound(impl: Implementation) -> Window:
-        return _with_server(ctx, impl, "lines", partial(_summarised, payload, expected))
+        return _peak_noted(ctx, impl, partial(_summarised, payload, expected), peaks["bulk in"])
 
     def outbound(impl: Implementation) -> Window:
-        return _with_server(ctx, impl, "lines",
-                            lambda srv: clients.receive_push(srv.address, s.bulk_size, srv.cpu_time))
+        def body(srv: ServerProcess) -> Window:
+            return clients.receive_push(srv.address, s.bulk_size, srv.cpu_time)
+
+        return _peak_noted(ctx, impl, body, peaks["bulk out"])
 
     rows = []
     for scenario, measure in (("bulk in", inbound), ("bulk out", outbound)):
         best = _best_rounds(ctx, impls, measure, _by_cpu)
         case = f"one {size_text} message" if scenario == "bulk in" else f"push() of {size_text}"
         rows += [_window_row(scenario, case, impl, best[impl.label], "MiB/s", MIB) for impl in impls]
+        rows += [_peak_row(f"{scenario}, {case}", impl, peaks[scenario].get(impl.label)) for impl in impls]
     return rows
+
+
+def _peak_noted(
+    ctx: Context, impl: Implementation, body: Callable[[ServerProcess], Window], peaks: Dict[str, int],
+) -> Window:
+    """Run ``body`` against a ``lines`` server; keep the highest peak RSS per label in ``peaks``."""
+    servers: List[ServerProcess] = []
+
+    def noting(server: ServerProcess) -> Window:
+        servers.append(server)
+        return body(server)
+
+    window = _with_server(ctx, impl, "lines", noting)
+    rss = servers[0].peak_rss  # known now: the server has been stopped
+    if rss is not None:
+        peaks[impl.label] = max(rss, peaks.get(impl.label, 0))
+    return window
+
+
+def _peak_row(case: str, impl: Implementation, rss: Optional[int]) -> Row:
+    if rss is None:
+        return _failed("bulk memory", case, impl, "MiB peak RSS", "no peak RSS", higher_is_better=False)
+    return Row("bulk memory", case, impl.label, impl.family, "MiB peak RSS",
+               value=rss / MIB, higher_is_better=False)
 
 
 # -- loop(0, count=1) latency -------------------------------------------------------------------

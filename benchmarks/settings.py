@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Tuple
 
 MIB = 1 << 20
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity), else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def scaled_worker_counts(cores: int) -> Tuple[int, ...]:
+    """Worker counts for the ``workers`` scenario: 1, 2, 4, ... up to half of ``cores``.
+
+    The other half is left to the client processes, which need as much CPU
+    as the server; with fewer than 4 cores only ``(1,)`` remains.
+    """
+    counts = [1]
+    while counts[-1] * 2 <= cores // 2:
+        counts.append(counts[-1] * 2)
+    return tuple(counts)
+
+
+def _default_worker_counts() -> Tuple[int, ...]:
+    return scaled_worker_counts(usable_cores())
 
 
 @dataclass(frozen=True)
@@ -25,7 +49,8 @@ class Settings:
     bulk_size: int = 100 * MIB
     latency_dispatchers: int = 1_000
     latency_duration: float = 0.3
-    worker_counts: Tuple[int, ...] = (1, 2)
+    #: workers scenario: 1, 2, 4, ... workers, up to half the cores (see scaled_worker_counts)
+    worker_counts: Tuple[int, ...] = field(default_factory=_default_worker_counts)
 
 
 DEFAULT = Settings()

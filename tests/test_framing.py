@@ -389,3 +389,29 @@ def test_find_prefix_at_end_is_the_longest_proper_prefix_ending_the_haystack(
     )
     assert find_prefix_at_end(haystack, needle) == longest
     assert find_prefix_at_end(haystack.encode(), needle.encode()) == longest
+
+
+def test_pending_bytes_set_while_a_read_without_terminator_is_collected_are_framed() -> None:
+    class Refiller(Recorder):
+        def collect_incoming_data(self, data: bytes) -> None:
+            super().collect_incoming_data(data)
+            if len(self.calls) == 1:
+                self.framer.pending = refill
+
+    refill = b"later\n"
+    recorder = Refiller([b"\n"] * 3)
+    recorder.receive(b"no end here")  # the whole read is collected, then the sink refills
+    assert recorder.calls == [("collect", b"no end here"), ("collect", b"later"), ("found",)]
+    assert recorder.framer.pending == b""
+
+
+def test_pending_set_to_the_very_read_collected_is_handed_out_again() -> None:
+    class Repeater(Recorder):
+        def collect_incoming_data(self, data: bytes) -> None:
+            super().collect_incoming_data(data)
+            if len(self.calls) == 1:
+                self.framer.pending = data  # the same object the read was
+
+    recorder = Repeater([b"\n"])
+    recorder.receive(b"again")
+    assert recorder.calls == [("collect", b"again"), ("collect", b"again")]
