@@ -74,6 +74,7 @@ slow_handler_seconds: float = 0.1
 
 Ready = List[Tuple[int, int]]  # (fd, flags) as a poller reports them
 Repair = Callable[[int, Channel], None]  # the loop's interest_failed(fd, channel)
+InterestMap = Dict[int, InterestFunction]  # fd -> mask function, for channels that push changes
 
 # struct tcp_info (linux/tcp.h, append-only): tcpi_bytes_acked is the u64 at
 # offset 120 (Linux 4.1 and later)
@@ -171,7 +172,7 @@ class LoopMonitor:
             self.wait_seconds += time.perf_counter() - started
 
     def deliver(self, events: List[Event], socket_map: Mapping[int, object], poller: Poller,
-                poll_semantics: bool, interest_of: Dict[int, InterestFunction], interest_failed: Repair) -> None:
+                poll_semantics: bool, interest_of: InterestMap, interest_failed: Repair) -> None:
         """``deliver_events``, one event at a time: each handler timed and
         each event's progress checked for spinning."""
         for fd, obj, flags in events:
