@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from errno import EBADF, ENOENT
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -43,8 +44,11 @@ from pollers import NVAL, PRI, READ, WRITE, Poller
 from . import _debug, _timers
 from ._channel import Channel, InterestFunction
 from ._config import PollerSpec, get_default_poller, resolve_poller
-from ._debug import LoopMonitor, LoopStats
 from ._delivery import RERAISED, Event, deliver_events, report_error
+
+if TYPE_CHECKING:
+    from ._debug_monitor import LoopMonitor
+    from ._loop_stats import LoopStats
 
 # errnos that mean "this fd is no longer open": the channel is told NVAL
 _FD_GONE = frozenset({EBADF, ENOENT})
@@ -427,7 +431,7 @@ class MapLoop:
         every handler timed and spinning channels watched (see ``_debug``)."""
         monitor = self.monitor
         if monitor is None:
-            monitor = self.monitor = LoopMonitor()
+            monitor = self.monitor = _debug.new_monitor()
         self.passes += 1
         self.sync()
         ready, self.synthetic = self.synthetic, []
@@ -442,17 +446,14 @@ class MapLoop:
 
     def stats(self) -> LoopStats:
         """This loop's :class:`~asyncio_compat.LoopStats` (see ``loop_stats()``)."""
-        monitor = self.monitor if _debug.enabled else None
-        return LoopStats(
-            poller=self.poller.name,
-            channels=len(self.map),
-            polled=len(self.map) if not self.tracked else len(self.polled),
-            timers=len(self.timers),
-            passes=self.passes,
-            events=self.events,
-            handler_seconds=None if not _debug.enabled else (monitor.handler_seconds if monitor else 0.0),
-            wait_seconds=None if not _debug.enabled else (monitor.wait_seconds if monitor else 0.0),
-        )
+        from ._loop_stats import LoopStats  # loaded when asked for: see _loop_stats
+
+        timings: Tuple[Optional[float], Optional[float]] = (None, None)
+        if _debug.enabled:
+            timings = self.monitor.totals() if self.monitor is not None else (0.0, 0.0)
+        polled = len(self.polled) if self.tracked else len(self.map)
+        return LoopStats(self.poller.name, len(self.map), polled, len(self.timers),
+                         self.passes, self.events, *timings)
 
     def pending(self) -> bool:
         """True while a ``loop(count=None)`` should go on: channels or timers."""
@@ -523,6 +524,8 @@ def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (as
     state = _LOOPS.get(id(socket_map))
     if state is not None:
         return state.stats()
+    from ._loop_stats import LoopStats
+
     timing = 0.0 if _debug.enabled else None
     return LoopStats(None, len(socket_map), 0, 0, 0, 0, timing, timing)
 

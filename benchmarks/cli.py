@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", type=Path, default=RESULTS / "idle_scaling.png",
                         help="where to draw the idle-scaling plot")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the plot")
+    parser.add_argument("--debug-mode", action="store_true",
+                        help="add a contender: ours on the best poller with ASYNCIO_COMPAT_DEBUG=1, "
+                             "to show what debug mode costs")
     return parser
 
 
@@ -77,8 +80,9 @@ def _our_pollers(spec: Optional[str]) -> List[str]:
 
 
 def implementations(server_python: str, python311: Optional[str], our_pollers: Sequence[str],
-                    worker_counts: Sequence[int]) -> List[Implementation]:
-    """Every contender of a run, floor first."""
+                    worker_counts: Sequence[int], debug_mode: bool = False) -> List[Implementation]:
+    """Every contender of a run, floor first; ``debug_mode`` adds ours on the
+    best poller with debug mode on."""
     found = [
         Implementation("selectors loop (floor)", "selectors", server_python, family="floor"),
         Implementation("asyncio Protocol", "asyncio", server_python, family="asyncio"),
@@ -94,6 +98,9 @@ def implementations(server_python: str, python311: Optional[str], our_pollers: S
     found += [Implementation(f"ours {best}, {n} worker{'s' if n > 1 else ''}", "workers", server_python,
                              ("--poller", best, "--workers", str(n)), "workers", best, n)
               for n in worker_counts]
+    if debug_mode:
+        found.append(Implementation(f"ours {best}, debug mode", "ours", server_python,
+                                    ("--poller", best, "--debug"), "ours", best))
     return found
 
 
@@ -186,8 +193,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         pythons = _interpreters(server_python, python311)
     except BenchError as exc:
         raise SystemExit(str(exc)) from None
-    ctx = Context(settings, implementations(server_python, python311, our_pollers, settings.worker_counts),
-                  progress=_progress, best_poller=our_pollers[0])
+    contenders = implementations(server_python, python311, our_pollers, settings.worker_counts,
+                                 args.debug_mode)
+    ctx = Context(settings, contenders, progress=_progress, best_poller=our_pollers[0])
     if not python311:
         ctx.notes.append("no CPython 3.11 found: the stdlib asyncore baseline was not run")
     _check_fd_limit(ctx)
