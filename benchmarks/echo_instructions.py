@@ -7,10 +7,11 @@ fixed workload executes is not.  Run, from the checkout to measure::
         python benchmarks/echo_instructions.py --channels 100 --messages 20000
 
 (add ``--debug`` for debug mode on) and read ``I refs``.  ``--channels``
-client ``dispatcher_with_send`` channels talk to as many echo channels, all
-in one socket map and one process, until ``--messages`` round trips are
-done; every message is checked.  The file imports only the public API, so
-it runs unchanged against an older checkout (``PYTHONPATH=<checkout>``).
+client ``dispatcher_with_send`` channels talk to as many echo channels (the
+benchmark servers' ``EchoHandler``), all in one socket map and one process,
+until ``--messages`` round trips are done; every message is checked.  The
+file uses only the public API, so it runs unchanged against an older
+checkout (``PYTHONPATH=<checkout>``).
 """
 
 from __future__ import annotations
@@ -27,37 +28,20 @@ if __name__ == "__main__" and "asyncio_compat" not in sys.modules:
                     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import asyncio_compat  # noqa: E402  (after the path set-up above)
+
+asyncio_compat.install()  # the benchmark servers import asyncore, as legacy code does
+
 from asyncio_compat import asyncore  # noqa: E402
+from benchmarks.asyncore_servers import EchoHandler, Listener  # noqa: E402
 
 MESSAGE = b"x" * 64
-
-
-class Echo(asyncore.dispatcher_with_send):
-    def handle_read(self) -> None:
-        data = self.recv(65536)
-        if data:
-            self.send(data)
-
-    def handle_close(self) -> None:
-        self.close()
-
-
-class Listener(asyncore.dispatcher):
-    def __init__(self, socket_map: Any) -> None:
-        super().__init__(map=socket_map)
-        self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.bind(("127.0.0.1", 0))
-        self.listen(128)
-
-    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        Echo(sock, map=self._map)
 
 
 class Client(asyncore.dispatcher_with_send):
     """Sends MESSAGE, waits for it to come back whole, sends the next one."""
 
-    def __init__(self, address: Any, socket_map: Any, budget: List[int]) -> None:
-        super().__init__(map=socket_map)
+    def __init__(self, address: Any, budget: List[int]) -> None:
+        super().__init__()
         self.budget = budget  # round trips left, shared by every client
         self.inbound = b""
         self.create_socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -84,17 +68,15 @@ def run(channels: int, messages: int, debug: bool) -> int:
     """Run the workload; returns the round trips done."""
     if debug:
         asyncio_compat.set_debug(True)
-    socket_map = asyncore.SocketMap()
-    listener = Listener(socket_map)
+    listener = Listener(EchoHandler)
     budget = [messages]
-    address = listener.socket.getsockname()
-    clients = [Client(address, socket_map, budget) for _ in range(channels)]
+    clients = [Client(("127.0.0.1", listener.port()), budget) for _ in range(channels)]
     try:
-        asyncore.loop(timeout=5.0, map=socket_map, use_poll=True)
+        asyncore.loop(timeout=5.0, use_poll=True)
     except asyncore.ExitNow:
         pass
     finally:
-        asyncore.close_all(socket_map)
+        asyncore.close_all()
     del clients
     return messages - budget[0]
 

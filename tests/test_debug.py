@@ -81,6 +81,18 @@ def tcp_pair() -> Tuple[socket.socket, socket.socket]:
     return mine, peer
 
 
+Pair = Tuple[socket.socket, socket.socket]
+
+
+def start(channel_class: Callable[..., Any], sent: bytes, socket_map: asyncore.SocketMap,
+          make_pair: Callable[[], Pair] = tcp_pair) -> Tuple[Any, socket.socket]:
+    """A ``channel_class`` on one end of a new pair, ``sent`` already sent from the other (the peer)."""
+    mine, peer = make_pair()
+    channel = channel_class(mine, map=socket_map)
+    peer.sendall(sent)
+    return channel, peer
+
+
 def run(socket_map: asyncore.SocketMap, poller_name: str, passes: int) -> None:
     asyncore.loop(timeout=1.0, map=socket_map, count=passes, poller=poller_name, use_poll=True)
 
@@ -157,28 +169,24 @@ def slow_duration(found: List[str], name: str) -> float:
 # -- slow handlers ------------------------------------------------------------------------
 
 
-def test_slow_read_handler_is_logged_with_channel_handler_and_duration(
-    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture
-) -> None:
-    mine, peer = tcp_pair()
-    with peer:
-        reader = SlowReader(mine, map=socket_map)
-        peer.sendall(b"ping")
-        run(socket_map, poller_name, 1)
-        found = messages(records)
-        assert slow_duration(found, f"{reader!r}.handle_read_event took") >= SLEEP
-        assert all(r.levelno == logging.WARNING for r in records.records)
+SLOW_CHANNELS = {
+    # the channel class, what the peer sends first, the handler the loop calls
+    "read": (SlowReader, b"ping", "handle_read_event"),
+    "write": (SlowWriter, b"", "handle_write_event"),
+}
 
 
-def test_slow_write_handler_is_logged(
-    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture
+@pytest.mark.parametrize("kind", sorted(SLOW_CHANNELS))
+def test_a_slow_handler_is_logged_with_channel_handler_and_duration(
+    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture,
+    kind: str,
 ) -> None:
-    mine, peer = tcp_pair()
+    channel_class, sent, handler = SLOW_CHANNELS[kind]
+    channel, peer = start(channel_class, sent, socket_map)
     with peer:
-        writer = SlowWriter(mine, map=socket_map)
         run(socket_map, poller_name, 1)
-        assert writer.sent
-        assert slow_duration(messages(records), f"{writer!r}.handle_write_event took") >= SLEEP
+        assert slow_duration(messages(records), f"{channel!r}.{handler} took") >= SLEEP
+    assert [r.levelno for r in records.records] == [logging.WARNING]
 
 
 class SlowAcceptor(asyncore.dispatcher):
@@ -242,62 +250,45 @@ def test_quick_handlers_are_not_logged(
 # -- spinning channels -----------------------------------------------------------------
 
 
-def spin_messages(found: List[str], channel: object, direction: str) -> List[str]:
-    return [m for m in found if m.startswith(f"spinning: {channel!r} was reported ready for {direction}")]
+SPINS = {
+    # the channel class, what the peer sends first, the message's words
+    "writer": (SpinningWriter, b"", "writing", "without sending a byte"),
+    "reader": (SpinningReader, b"never read", "reading", "without reading a byte"),
+}
 
 
 @pytest.mark.parametrize("make_pair", [tcp_pair, socket.socketpair], ids=["tcp", "unix"])
-def test_spinning_writer_is_logged_once_with_the_count(
+@pytest.mark.parametrize("kind", sorted(SPINS))
+def test_a_spinning_channel_is_logged_once_with_the_count(
     poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture,
-    make_pair: Callable[[], Tuple[socket.socket, socket.socket]],
+    make_pair: Callable[[], Tuple[socket.socket, socket.socket]], kind: str,
 ) -> None:
-    mine, peer = make_pair()
+    channel_class, sent, direction, without = SPINS[kind]
+    channel, peer = start(channel_class, sent, socket_map, make_pair)
     with peer:
-        writer = SpinningWriter(mine, map=socket_map)
-        run(socket_map, poller_name, 2 * SPIN_THRESHOLD + 10)
-    assert spin_messages(messages(records), writer, "writing") == [
-        f"spinning: {writer!r} was reported ready for writing {SPIN_THRESHOLD} times in a row "
-        "without sending a byte"
-    ]
-    assert messages(records) == spin_messages(messages(records), writer, "writing")
-
-
-@pytest.mark.parametrize("make_pair", [tcp_pair, socket.socketpair], ids=["tcp", "unix"])
-def test_spinning_reader_is_logged_once_with_the_count(
-    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture,
-    make_pair: Callable[[], Tuple[socket.socket, socket.socket]],
-) -> None:
-    mine, peer = make_pair()
-    with peer:
-        reader = SpinningReader(mine, map=socket_map)
-        peer.sendall(b"never read")
         run(socket_map, poller_name, 2 * SPIN_THRESHOLD + 10)
     assert messages(records) == [
-        f"spinning: {reader!r} was reported ready for reading {SPIN_THRESHOLD} times in a row "
-        "without reading a byte"
+        f"spinning: {channel!r} was reported ready for {direction} {SPIN_THRESHOLD} times in a row {without}"
     ]
 
 
-def test_a_writer_that_sends_is_not_spinning(
-    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture
-) -> None:
-    mine, peer = tcp_pair()
-    with peer:
-        Trickler(mine, map=socket_map)
-        run(socket_map, poller_name, 2 * SPIN_THRESHOLD)
-        assert len(peer.recv(4 * SPIN_THRESHOLD)) > 0
-    assert messages(records) == []
+NOT_SPINNING = {
+    # the channel class, what the peer sends first, the passes run
+    "a writer that sends": (Trickler, b"", 2 * SPIN_THRESHOLD),
+    "a reader one short of the threshold": (SpinningReader, b"never read", SPIN_THRESHOLD - 1),
+}
 
 
-def test_a_reader_one_short_of_the_threshold_is_not_reported(
-    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture
+@pytest.mark.parametrize("case", sorted(NOT_SPINNING))
+def test_no_spin_is_reported_for(
+    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture,
+    case: str,
 ) -> None:
-    mine, peer = tcp_pair()
+    channel_class, sent, passes = NOT_SPINNING[case]
+    _, peer = start(channel_class, sent, socket_map)
     with peer:
-        SpinningReader(mine, map=socket_map)
-        peer.sendall(b"never read")
-        run(socket_map, poller_name, SPIN_THRESHOLD - 1)
-        assert loop_stats(socket_map).events == SPIN_THRESHOLD - 1  # reported on every pass
+        run(socket_map, poller_name, passes)
+        assert loop_stats(socket_map).events == passes  # reported ready on every pass
     assert messages(records) == []
 
 
