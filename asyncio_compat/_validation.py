@@ -6,30 +6,32 @@ import math
 from numbers import Real
 
 
-def finite_number(value: object, name: str) -> float:
+def finite_number(value: object, name: str, accepted: str = "a number of seconds") -> float:
     """``value`` as a finite float.
 
     Raises TypeError for anything but a real number (a bool included: True
     is not a duration), ValueError for NaN or an infinity; both messages name
-    the parameter ``name``.
+    the parameter ``name`` (the TypeError says it must be ``accepted``).
     """
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+        raise TypeError(f"{name} must be {accepted}, not {type(value).__name__}")
     result = float(value)
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite, got {result!r}")
     return result
 
 
-def seconds(value: object, name: str, *, positive: bool = False) -> float:
+def seconds(
+    value: object, name: str, *, positive: bool = False, accepted: str = "a number of seconds"
+) -> float:
     """``value`` as a number of seconds: a finite float, never negative.
 
     With ``positive``, zero is refused too.  Raises as :func:`finite_number`,
     and ValueError (naming ``name``) for a negative value or a refused zero.
     """
-    result = finite_number(value, name)
+    result = finite_number(value, name, accepted)
     if positive and result <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {result!r}")
+        raise ValueError(f"{name} must be a positive finite number of seconds, got {result!r}")
     if result < 0:
         raise ValueError(f"{name} must not be negative, got {result!r}")
     return result

@@ -33,7 +33,9 @@ __all__ = ["IdleTimeoutMixin"]
 
 
 def _check_timeout(allowed: Optional[float]) -> Optional[float]:
-    return None if allowed is None else seconds(allowed, "idle_timeout", positive=True)
+    if allowed is None:
+        return None
+    return seconds(allowed, "idle_timeout", positive=True, accepted="a number of seconds or None")
 
 
 class IdleTimeoutMixin:

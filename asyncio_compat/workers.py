@@ -46,8 +46,8 @@ import sys
 import threading
 import time
 import traceback
-from types import FrameType, TracebackType
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Type, Union
+from types import FrameType
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
 from . import asyncore
 from ._loop import SocketMap, pushes_interest
@@ -352,12 +352,7 @@ class WorkerPool:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 
