@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
-from helpers import release_map
+from helpers import load_example, release_map, run_example
 
 import asyncio_compat
 from asyncio_compat import LoopStats, asyncore, call_later, get_debug, loop_stats, set_debug
@@ -481,3 +481,27 @@ def test_the_environment_variable_turns_debug_mode_on(value: str) -> None:
     assert bool(slow) is on and bool(at_exit) is on, proc.stderr
     if slow:
         assert float(slow.group(1)) >= 0.15
+
+
+# -- the worked example of docs/debugging.rst ------------------------------------------------------
+
+
+def test_the_slow_handler_example_finds_its_blocking_lookup(poller_name: str, tmp_path: Path) -> None:
+    example = load_example("debug_slow_handler")
+    out = run_example("debug_slow_handler", poller_name, tmp_path)
+    slow = re.findall(r"^WARNING asyncio_compat: slow handler: <__main__\.RequestHandler connected "
+                      r"127\.0\.0\.1:\d+ at 0x[0-9a-f]+>\.handle_read_event took (\d+\.\d{3}) s$", out, re.M)
+    assert len(slow) == 1, out  # the LOOKUP, and neither ECHO
+    assert float(slow[0]) >= example.RESOLVE_SECONDS
+    assert out.count("slow handler") == 1
+    for request in example.REQUESTS:
+        assert re.search(rf"^{re.escape(repr(request.decode()))} -> '.+'$", out, re.M), out
+    loop_line = re.search(r"^loop: \d+ passes, \d+ events, (\d+\.\d\d) s in handlers, \d+\.\d\d s waiting$",
+                          out, re.M)
+    assert loop_line and float(loop_line.group(1)) >= example.RESOLVE_SECONDS - 0.005, out
+
+
+def test_the_slow_handler_example_in_process(default_poller: str) -> None:
+    example = load_example("debug_slow_handler")
+    assert example.main() == 0
+    assert not get_debug()  # it switches debug mode off again
