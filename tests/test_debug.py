@@ -25,6 +25,7 @@ import pytest
 from helpers import load_example, release_map, run_example
 
 import asyncio_compat
+import pollers
 from asyncio_compat import LoopStats, asyncore, call_later, get_debug, loop_stats, set_debug
 from asyncio_compat._debug_monitor import SPIN_THRESHOLD
 from asyncio_compat.asyncio_bridge import run_map
@@ -505,3 +506,35 @@ def test_the_slow_handler_example_in_process(default_poller: str) -> None:
     example = load_example("debug_slow_handler")
     assert example.main() == 0
     assert not get_debug()  # it switches debug mode off again
+
+
+# -- the benchmarks' debug-mode contender ---------------------------------------------------------------
+
+
+def test_the_benchmarks_can_run_our_server_in_debug_mode() -> None:
+    from benchmarks.cli import implementations
+
+    best = pollers.available()[0]
+    contenders = implementations(sys.executable, None, [best], [1], debug_mode=True)
+    assert [(i.label, i.impl, tuple(i.extra)) for i in contenders if "--debug" in i.extra] == [
+        (f"ours {best}, debug mode", "ours", ("--poller", best, "--debug"))
+    ]
+    assert not any("--debug" in i.extra for i in implementations(sys.executable, None, [best], [1]))
+    read_end, write_end = os.pipe()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.server_main", "--impl", "ours", "--kind", "latency",
+             "--poller", best, "--debug", "--ready-fd", str(write_end), "--dispatchers", "10",
+             "--duration", "0.05"],
+            pass_fds=(write_end,), cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True, text=True, timeout=60,
+        )
+        os.close(write_end)
+        write_end = -1
+        announced = os.read(read_end, 4096).decode()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert announced.startswith("RESULT "), announced
