@@ -111,9 +111,12 @@ class Server(asyncore.dispatcher):
             self.accepted.append(sock)
 
 
+@pytest.mark.parametrize("map_type", [SocketMap, dict])
 @pytest.mark.parametrize("use_poll", [True, False])
-def test_reconnecting_inside_a_handler_gets_the_new_connection(poller_name: str, use_poll: bool) -> None:
-    socket_map = SocketMap()
+def test_reconnecting_inside_a_handler_gets_the_new_connection(
+    poller_name: str, use_poll: bool, map_type: Any
+) -> None:
+    socket_map: Dict[int, Any] = map_type()
     server = Server(socket_map)
     client = Reconnecting(server.socket.getsockname(), socket_map)
     try:
