@@ -33,6 +33,7 @@ import socket
 import struct
 import sys
 import time
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from pollers import READ, WRITE, Poller
@@ -128,14 +129,14 @@ class LoopMonitor:
                 {} if interest is None else {fd: _for_channel(interest, obj)},
                 _unwrapping(interest_failed, obj),
             )
-            if socket_map.get(fd) is obj and record.socket is getattr(obj, "socket", None):
+            if socket_map.get(fd) is obj and record.belongs_to(obj):
                 record.compare(fd, flags, marks)
             else:
                 self.spins.pop(fd, None)
 
     def _spin_record(self, fd: int, obj: Channel) -> SpinRecord:
         record = self.spins.get(fd)
-        if record is None or record.channel is not obj or record.socket is not getattr(obj, "socket", None):
+        if record is None or not record.belongs_to(obj):
             record = self.spins[fd] = SpinRecord(obj)
         return record
 
@@ -211,21 +212,30 @@ class OwnerView(Mapping[int, object]):
 
 
 class SpinRecord:
-    """One channel's readiness reports in a row without progress, per direction."""
+    """One channel's readiness reports in a row without progress, per direction.
+
+    It holds its channel and socket weakly (where they allow it): a record
+    must not keep an abandoned channel alive, or debug mode would hide the
+    very leak it reports (see ``_debug.collected``).
+    """
 
     __slots__ = ("channel", "socket", "reads", "writes", "reported")
 
     def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-        self.socket = getattr(channel, "socket", None)  # a new socket starts a new record
+        self.channel = _weak(channel)
+        self.socket = _weak(getattr(channel, "socket", None))  # a new socket starts a new record
         self.reads = 0
         self.writes = 0
         self.reported = 0  # the directions (READ, WRITE) already logged
 
+    def belongs_to(self, obj: Channel) -> bool:
+        """True if this record counts for ``obj`` as it is now (same socket)."""
+        return self.channel() is obj and self.socket() is getattr(obj, "socket", None)
+
     def measure(self, fd: int, flags: int) -> Tuple[Optional[int], Optional[int]]:
         """The kernel's counts for the directions in ``flags``, None where unknown."""
         waiting = bytes_waiting(fd) if flags & READ else None
-        written = bytes_written(self.socket, fd) if flags & WRITE else None
+        written = bytes_written(self.socket(), fd) if flags & WRITE else None
         return waiting, written
 
     def compare(self, fd: int, flags: int, before: Tuple[Optional[int], Optional[int]]) -> None:
@@ -246,8 +256,16 @@ class SpinRecord:
             count = self.reads if direction == READ else self.writes
             logger.warning(
                 "spinning: %s was reported ready for %s %d times in a row %s",
-                describe(self.channel), ready_for, count, without,
+                describe(self.channel()), ready_for, count, without,
             )
+
+
+def _weak(obj: object) -> Callable[[], object]:
+    """A weak reference to ``obj``, or a strong one where it allows none."""
+    try:
+        return weakref.ref(obj)
+    except TypeError:  # None, or a class without __weakref__
+        return lambda: obj
 
 
 def _ioctl_count(fd: int, request: Optional[int]) -> Optional[int]:

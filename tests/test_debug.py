@@ -351,6 +351,23 @@ def test_a_collected_dispatcher_with_an_open_socket_gives_a_resource_warning(deb
     assert type(found[0].source) is asyncore.dispatcher  # source= the dispatcher itself
 
 
+def test_a_dispatcher_the_loop_served_and_abandoned_still_warns(
+    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None
+) -> None:
+    def make() -> None:
+        channel, peer = start(SpinningReader, b"never read", socket_map)
+        peer.close()
+        run(socket_map, poller_name, 3)  # debug mode keeps counts for it
+        channel.del_channel()  # leaves the map, socket open
+        run(socket_map, poller_name, 1)  # the loop goes on, for the other channel
+
+    other, other_peer = start(Polled, b"", socket_map)
+    with other_peer:
+        found = collect_warnings(make)
+        assert [type(w.source) for w in found] == [SpinningReader]
+        assert loop_stats(socket_map).channels == 1  # the loop is still there
+
+
 def test_a_closed_dispatcher_gives_no_warning(debug_on: None) -> None:
     assert collect_warnings(abandon(close=True)) == []
 
