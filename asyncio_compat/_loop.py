@@ -520,14 +520,13 @@ def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (as
         from . import asyncore
 
         map = asyncore.socket_map
-    socket_map = map
-    state = _LOOPS.get(id(socket_map))
+    state = _LOOPS.get(id(map))
     if state is not None:
         return state.stats()
     from ._loop_stats import LoopStats
 
     timing = 0.0 if _debug.enabled else None
-    return LoopStats(None, len(socket_map), 0, 0, 0, 0, timing, timing)
+    return LoopStats(None, len(map), 0, 0, 0, 0, timing, timing)
 
 
 def forget(socket_map: ChannelMap) -> None:

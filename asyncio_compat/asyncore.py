@@ -40,7 +40,7 @@ from errno import (  # noqa: F401
     EWOULDBLOCK,
     errorcode,
 )
-from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
 
 import pollers
 from pollers import PRI, READ, WRITE
@@ -608,7 +608,7 @@ register_fast_interest(dispatcher.readable, dispatcher.writable, _dispatcher_int
 register_fast_interest(dispatcher.readable, dispatcher_with_send.writable, _with_send_interest)
 
 
-def _maps_to_check_at_exit() -> Any:
+def _maps_to_check_at_exit() -> List[Any]:
     maps = _loop.served_maps()
     if all(found is not socket_map for found in maps):
         maps.append(socket_map)
