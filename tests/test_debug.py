@@ -214,6 +214,26 @@ def test_slow_accept_is_logged_as_the_read_event_that_ran_it(
     assert slow_duration(messages(records), f"{listener!r}.handle_read_event took") >= SLEEP
 
 
+class SlowConnector(asyncore.dispatcher):
+    def handle_connect(self) -> None:
+        time.sleep(SLEEP)
+
+    def handle_write(self) -> None:
+        self.close()  # connected: done
+
+
+def test_slow_connect_is_logged_as_the_write_event_that_ran_it(
+    poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = SlowConnector(map=socket_map)
+        client.create_socket()
+        client.connect(listener.getsockname())
+        run(socket_map, poller_name, 1)
+        assert not socket_map  # connected, and closed by handle_write
+    assert slow_duration(messages(records), f"{client!r}.handle_write_event took") >= SLEEP
+
+
 def test_slow_timer_callback_is_logged(
     poller_name: str, socket_map: asyncore.SocketMap, debug_on: None, records: pytest.LogCaptureFixture
 ) -> None:
