@@ -233,8 +233,9 @@ class dispatcher:
     def __del__(self) -> None:
         # Debug mode reports a dispatcher collected with its socket open, as
         # asyncio reports an unclosed transport; off, this is one flag read
-        # per dispatcher freed (never on the delivery path).
-        if _debug.enabled:
+        # per dispatcher freed (never on the delivery path).  getattr: at
+        # interpreter shutdown the module's globals may already be cleared.
+        if getattr(_debug, "enabled", False):
             _debug.collected(self)
 
     def __repr__(self) -> str:
