@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
-import test_tk
 from helpers import load_example, release_map, run_example
-from test_tk import serve_until
 
 import asyncio_compat
 import pollers
@@ -35,10 +33,6 @@ from asyncio_compat.asyncio_bridge import run_map
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# test_tk's fixtures, shared by name: a private Xvfb display and its Tk root
-display = test_tk.display
-tk_root = test_tk.tk_root
 SLOW = 0.02  # the slow_handler threshold of these tests
 SLEEP = 0.05  # what a slow handler takes: a controlled duration, above SLOW
 DURATION = re.compile(r"took (\d+\.\d{3}) s$")
@@ -259,27 +253,6 @@ def test_slow_handler_is_logged_under_the_asyncio_bridge(
         reader = ClosingReader(mine, map=socket_map)
         peer.sendall(b"ping")
         asyncio.run(asyncio.wait_for(run_map(socket_map), 30))
-    assert slow_duration(messages(records), f"{reader!r}.handle_read_event took") >= SLEEP
-
-
-def test_slow_handler_is_logged_under_tk(
-    default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap, debug_on: None,
-    records: pytest.LogCaptureFixture,
-) -> None:
-    from asyncio_compat.tk import attach
-
-    class ClosingReader(SlowReader):
-        def handle_read(self) -> None:
-            super().handle_read()
-            self.close()  # the map empties: the test is done
-
-    reader, peer = start(ClosingReader, b"ping", socket_map)
-    with peer:
-        attachment = attach(tk_root, socket_map)
-        try:
-            serve_until(tk_root, lambda: not socket_map)
-        finally:
-            attachment.detach()
     assert slow_duration(messages(records), f"{reader!r}.handle_read_event took") >= SLEEP
 
 
