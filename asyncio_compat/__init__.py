@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._config import ENV_VAR, get_default_poller, set_default_poller
+from ._debug import get_debug, set_debug
 from ._install import install
-from ._loop import SocketMap
+from ._loop import SocketMap, loop_stats
 from .timers import TimerHandle, call_at, call_every, call_later
 
 __version__ = "1.0.0"
 
+if TYPE_CHECKING:
+    from ._loop_stats import LoopStats
+
+
+def __getattr__(name: str) -> Any:  # Any: the attribute asked for
+    # LoopStats is a dataclass; its module (and dataclasses, which imports
+    # inspect) loads when first asked for, not with the package
+    if name == "LoopStats":
+        from ._loop_stats import LoopStats
+
+        return LoopStats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ENV_VAR", "SocketMap", "get_default_poller", "set_default_poller", "__version__",
     "install",
+    "LoopStats", "get_debug", "loop_stats", "set_debug",
     "TimerHandle", "call_at", "call_every", "call_later",
 ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from errno import EBADF, ENOENT
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -40,10 +41,14 @@ from typing import (
 import pollers
 from pollers import NVAL, PRI, READ, WRITE, Poller
 
-from . import _timers
+from . import _debug, _timers
 from ._channel import Channel, InterestFunction
 from ._config import PollerSpec, get_default_poller, resolve_poller
 from ._delivery import RERAISED, Event, deliver_events, report_error
+
+if TYPE_CHECKING:
+    from ._debug_monitor import LoopMonitor
+    from ._loop_stats import LoopStats
 
 # errnos that mean "this fd is no longer open": the channel is told NVAL
 _FD_GONE = frozenset({EBADF, ENOENT})
@@ -239,6 +244,10 @@ class MapLoop:
         # foreign event loops serving this map (asyncio bridge, Tk): while
         # any is, forget() keeps this MapLoop and loop_for() will not replace it
         self.pins = 0
+        # always counted (one add per pass, one per batch): see stats()
+        self.passes = 0
+        self.events = 0
+        self.monitor: Optional[LoopMonitor] = None  # debug mode's timings, made on first use
 
     # -- the named surface ------------------------------------------------
 
@@ -395,12 +404,17 @@ class MapLoop:
         ``poll2()`` did (hang-ups call ``handle_close``) or as its select
         ``poll()`` did (see :func:`~asyncio_compat._delivery.deliver_select`).
         """
+        if _debug.enabled:  # one read per pass; nothing per event while debug mode is off
+            self._run_debug_pass(timeout, poll_semantics)
+            return
+        self.passes += 1
         self.sync()
         if self.synthetic:
             ready, self.synthetic = self.synthetic, []
             ready += self.poller.poll(0)
         else:
             ready = self.poller.poll(self.timers.clip(timeout))
+        self.events += len(ready)
         owners = self.owners
         # bind each event to its owner now: handlers may close and reuse fds
         events: List[Event] = [(fd, owners[fd], flags) for fd, flags in ready if fd in owners]
@@ -411,6 +425,35 @@ class MapLoop:
         deliver_events(events, self.map, self.poller, poll_semantics, interest_of, self._interest_failed)
         if self.timers:
             self.timers.run_due(time.monotonic())
+
+    def _run_debug_pass(self, timeout: Optional[float], poll_semantics: bool) -> None:
+        """:meth:`run_pass` in debug mode: the same steps, with the waits and
+        every handler timed and spinning channels watched (see ``_debug``)."""
+        monitor = self.monitor
+        if monitor is None:
+            monitor = self.monitor = _debug.new_monitor()
+        self.passes += 1
+        self.sync()
+        ready, self.synthetic = self.synthetic, []
+        ready += monitor.wait(self.poller.poll, 0 if ready else self.timers.clip(timeout))
+        self.events += len(ready)
+        owners = self.owners
+        events: List[Event] = [(fd, owners[fd], flags) for fd, flags in ready if fd in owners]
+        interest_of = self.interest_of if self.tracked else {}
+        monitor.deliver(events, self.map, self.poller, poll_semantics, interest_of, self._interest_failed)
+        if self.timers:
+            self.timers.run_due(time.monotonic(), monitor.run_timer)
+
+    def stats(self) -> LoopStats:
+        """This loop's :class:`~asyncio_compat.LoopStats` (see ``loop_stats()``)."""
+        from ._loop_stats import LoopStats  # loaded when asked for: see _loop_stats
+
+        timings: Tuple[Optional[float], Optional[float]] = (None, None)
+        if _debug.enabled:
+            timings = self.monitor.totals() if self.monitor is not None else (0.0, 0.0)
+        polled = len(self.polled) if self.tracked else len(self.map)
+        return LoopStats(self.poller.name, len(self.map), polled, len(self.timers),
+                         self.passes, self.events, *timings)
 
     def pending(self) -> bool:
         """True while a ``loop(count=None)`` should go on: channels or timers."""
@@ -456,6 +499,34 @@ def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) 
 def existing_loop(socket_map: ChannelMap) -> Optional[MapLoop]:
     """The MapLoop serving ``socket_map``, or None if it has none now."""
     return _LOOPS.get(id(socket_map))
+
+
+def served_maps() -> List[ChannelMap]:
+    """The socket maps that have a MapLoop now."""
+    return [state.map for state in _LOOPS.values()]
+
+
+def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (asyncore's name)
+    """A :class:`~asyncio_compat.LoopStats` describing the loop serving ``map``
+    (default: ``asyncore.socket_map``).
+
+    A map with no loop (never run, or emptied and released since) gives
+    ``poller=None``, its number of channels, zeros for the rest, and for the
+    timings None while debug mode is off, 0.0 while it is on.
+    """
+    if map is None:
+        # looked up at call time, and not imported at the top: `import
+        # asyncio_compat` must not load asyncore (see _install.py)
+        from . import asyncore
+
+        map = asyncore.socket_map
+    state = _LOOPS.get(id(map))
+    if state is not None:
+        return state.stats()
+    from ._loop_stats import LoopStats
+
+    timing = 0.0 if _debug.enabled else None
+    return LoopStats(None, len(map), 0, 0, 0, 0, timing, timing)
 
 
 def forget(socket_map: ChannelMap) -> None:

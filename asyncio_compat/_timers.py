@@ -18,6 +18,9 @@ from ._delivery import RERAISED
 
 _sequence = itertools.count()
 
+# how a timer's callback is called when not directly: runner(callback, args)
+Runner = Callable[[Callable[..., Any], Tuple[Any, ...]], None]
+
 # A wait that ends this close to a deadline counts as having reached it: the
 # kernel may round a timeout to its own clock ticks (asyncio does the same).
 _CLOCK_SLACK = max(time.get_clock_info("monotonic").resolution, 1e-6)
@@ -119,8 +122,11 @@ class TimerQueue:
         until = max(0.0, deadline - time.monotonic())
         return until if timeout is None else min(timeout, until)
 
-    def run_due(self, now: float) -> None:
+    def run_due(self, now: float, runner: Optional[Runner] = None) -> None:
         """Run every timer due at ``now``, in deadline order.
+
+        ``runner(callback, args)``, when given, makes each call instead of
+        ``callback(*args)`` (debug mode times them that way).
 
         Timers scheduled by a callback for ``now`` or earlier wait for the
         next pass, so a callback that reschedules itself cannot starve I/O.
@@ -139,7 +145,7 @@ class TimerQueue:
             if handle.cancelled:  # an earlier callback cancelled it
                 continue
             try:
-                self._fire(handle)
+                self._fire(handle, runner)
             except BaseException:
                 # ExitNow & co leave the loop: what did not run yet stays
                 # scheduled, with its place among equal deadlines
@@ -147,7 +153,7 @@ class TimerQueue:
                     heapq.heappush(heap, entry)
                 raise
 
-    def _fire(self, handle: TimerHandle) -> None:
+    def _fire(self, handle: TimerHandle, runner: Optional[Runner]) -> None:
         if handle.interval is None:
             handle.cancelled = True
             self._live -= 1
@@ -158,7 +164,10 @@ class TimerQueue:
             self._live -= 1
             self._push(handle)
         try:
-            handle.callback(*handle.args)
+            if runner is None:
+                handle.callback(*handle.args)
+            else:
+                runner(handle.callback, handle.args)
         except RERAISED:
             raise
         except BaseException:

@@ -40,12 +40,12 @@ from errno import (  # noqa: F401
     EWOULDBLOCK,
     errorcode,
 )
-from typing import Any, Dict, FrozenSet, Optional, Tuple, Type, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
 
 import pollers
 from pollers import PRI, READ, WRITE
 
-from . import _loop
+from . import _debug, _loop
 from ._delivery import DISCONNECTED, RERAISED, call_guarded, deliver_poll
 from ._errors import ExitNow
 from ._loop import SocketMap, pushes_interest, register_fast_interest
@@ -229,6 +229,14 @@ class dispatcher:
                 # broken in some other way: do not leave it in the map
                 self.del_channel(map)
                 raise
+
+    def __del__(self) -> None:
+        # Debug mode reports a dispatcher collected with its socket open, as
+        # asyncio reports an unclosed transport; off, this is one flag read
+        # per dispatcher freed (never on the delivery path).  getattr: at
+        # interpreter shutdown the module's globals may already be cleared.
+        if getattr(_debug, "enabled", False):
+            _debug.collected(self)
 
     def __repr__(self) -> str:
         cls = type(self)
@@ -599,6 +607,17 @@ def _with_send_interest(obj: dispatcher_with_send) -> int:
 # one call instead of readable() + writable() + accepting, on the hot path
 register_fast_interest(dispatcher.readable, dispatcher.writable, _dispatcher_interest)
 register_fast_interest(dispatcher.readable, dispatcher_with_send.writable, _with_send_interest)
+
+
+def _maps_to_check_at_exit() -> List[Any]:
+    maps = _loop.served_maps()
+    if all(found is not socket_map for found in maps):
+        maps.append(socket_map)
+    return maps
+
+
+# debug mode: channels with open sockets still in a map at exit are reported
+_debug.report_unclosed_at_exit(_maps_to_check_at_exit)
 
 
 _TracebackSummary = Tuple[Tuple[str, str, str], Optional[Type[BaseException]], Optional[BaseException], str]

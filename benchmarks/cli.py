@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="also write the run for the docs into DIR: reST and CSV tables, one PNG "
                              "plot per scenario and the machine and date (docs/performance.rst "
                              "includes docs/_generated/benchmarks)")
+    parser.add_argument("--debug-mode", action="store_true",
+                        help="add a contender: ours on the best poller with ASYNCIO_COMPAT_DEBUG=1, "
+                             "to show what debug mode costs")
     return parser
 
 
@@ -81,8 +84,9 @@ def _our_pollers(spec: Optional[str]) -> List[str]:
 
 
 def implementations(server_python: str, python311: Optional[str], our_pollers: Sequence[str],
-                    worker_counts: Sequence[int]) -> List[Implementation]:
-    """Every contender of a run, floor first."""
+                    worker_counts: Sequence[int], debug_mode: bool = False) -> List[Implementation]:
+    """Every contender of a run, floor first; ``debug_mode`` adds ours on the
+    best poller with debug mode on."""
     found = [
         Implementation("selectors loop (floor)", "selectors", server_python, family="floor"),
         Implementation("asyncio Protocol", "asyncio", server_python, family="asyncio"),
@@ -98,6 +102,9 @@ def implementations(server_python: str, python311: Optional[str], our_pollers: S
     found += [Implementation(f"ours {best}, {n} worker{'s' if n > 1 else ''}", "workers", server_python,
                              ("--poller", best, "--workers", str(n)), "workers", best, n)
               for n in worker_counts]
+    if debug_mode:
+        found.append(Implementation(f"ours {best}, debug mode", "ours", server_python,
+                                    ("--poller", best, "--debug"), "ours", best))
     return found
 
 
@@ -194,8 +201,9 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         pythons = _interpreters(server_python, python311)
     except BenchError as exc:
         raise SystemExit(str(exc)) from None
-    ctx = Context(settings, implementations(server_python, python311, our_pollers, settings.worker_counts),
-                  progress=_progress, best_poller=our_pollers[0])
+    contenders = implementations(server_python, python311, our_pollers, settings.worker_counts,
+                                 args.debug_mode)
+    ctx = Context(settings, contenders, progress=_progress, best_poller=our_pollers[0])
     if args.quick:
         ctx.notes.append("a --quick run (tiny sizes): it shows that every scenario works, "
                          "not how fast anything is")

@@ -13,6 +13,8 @@ measures ``asyncore.loop(0, count=1)`` in-process and writes
 ``workers``   ours, in ``--workers`` processes (``asyncio_compat.workers``)
 ``selectors`` the hand-written floor (:mod:`benchmarks.other_servers`)
 ``asyncio``   an asyncio Protocol echo server
+
+``--debug`` runs ours (or the workers) with debug mode on.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ready-fd", type=int, required=True)
     parser.add_argument("--dispatchers", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=0.5)
+    parser.add_argument("--debug", action="store_true",
+                        help="ours, workers: run with ASYNCIO_COMPAT_DEBUG=1 (debug mode on)")
     return parser
 
 
@@ -99,6 +103,9 @@ def run(args: argparse.Namespace) -> None:
         serve = other_servers.serve_selectors if args.impl == "selectors" else other_servers.serve_asyncio
         serve(args.kind, announce)
         return
+    if args.debug:
+        # before asyncio_compat is imported; worker processes inherit it
+        os.environ["ASYNCIO_COMPAT_DEBUG"] = "1"
     _import_asyncore(args.impl)
     if args.impl == "workers":
         _serve_workers(args, announce)

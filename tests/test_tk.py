@@ -8,6 +8,7 @@ notifier's fds once per process, before the per-test leak check looks.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
@@ -208,6 +209,38 @@ def test_tk_serves_a_socket_map(default_poller: str, tk_root: Any, socket_map: a
         attachment.detach()
     assert bytes(client.received) == payload
     assert _loop.existing_loop(socket_map) is None  # detach released the emptied map
+
+
+def test_tk_passes_log_a_slow_handler_in_debug_mode(
+    default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap, caplog: pytest.LogCaptureFixture
+) -> None:
+    # here rather than in test_debug.py: Tk keeps its X connection after the
+    # root is destroyed, so the process must use one Xvfb for all Tk tests
+    from asyncio_compat.tk import attach
+
+    caplog.set_level(logging.WARNING, logger="asyncio_compat")
+
+    class SlowReader(asyncore.dispatcher):
+        def writable(self) -> bool:
+            return False
+
+        def handle_read(self) -> None:
+            time.sleep(0.05)  # the duration under test, above the 0.02 s threshold
+            self.close()
+
+    mine, peer = socket.socketpair()
+    with peer:
+        reader = SlowReader(mine, map=socket_map)
+        peer.sendall(b"ping")
+        asyncio_compat.set_debug(True, slow_handler=0.02)
+        attachment = attach(tk_root, socket_map)
+        try:
+            serve_until(tk_root, lambda: not socket_map)
+        finally:
+            attachment.detach()
+            asyncio_compat.set_debug(False)
+    logged = [r.getMessage() for r in caplog.records if r.name == "asyncio_compat"]
+    assert len(logged) == 1 and logged[0].startswith(f"slow handler: {reader!r}.handle_read_event took ")
 
 
 def test_tk_runs_the_timers(default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap) -> None:
