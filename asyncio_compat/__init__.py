@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from ._config import ENV_VAR, get_default_poller, set_default_poller
+from . import _fork  # noqa: F401  (registers the fork hook: children get pollers of their own)
 from ._install import install
 from ._loop import SocketMap
+from .shutdown import shutdown
+from .signals import add_signal_handler, remove_signal_handler
 from .timers import TimerHandle, call_at, call_every, call_later
 
 __version__ = "0.1.0"
@@ -13,4 +16,5 @@ __all__ = [
     "ENV_VAR", "SocketMap", "get_default_poller", "set_default_poller", "__version__",
     "install",
     "TimerHandle", "call_at", "call_every", "call_later",
+    "add_signal_handler", "remove_signal_handler", "shutdown",
 ]

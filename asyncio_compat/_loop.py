@@ -19,6 +19,7 @@ the same pass never sees the old channel's event.
 
 from __future__ import annotations
 
+import os
 import time
 from errno import EBADF, ECONNABORTED, ECONNRESET, ENOENT, ENOTCONN, EPIPE, ESHUTDOWN
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Type, TypeVar
@@ -274,6 +275,17 @@ class MapLoop:
         # foreign event loops serving this map (asyncio bridge, Tk): while
         # any is, forget() keeps this MapLoop and loop_for() will not replace it
         self.pins = 0
+        # passes in progress (a handler may run a nested one): while any is,
+        # forget() only asks for the release, done when the pass ends, so a
+        # signal handler that empties the map during the wait cannot close
+        # the poller that PEP 475 is about to wait on again (issue 14)
+        self.passes = 0
+        self.release_wanted = False
+        # fd -> callback: fds watched for READ that are not channels (see watch_fd)
+        self.watched: Dict[int, Callable[[], None]] = {}
+        self.pid = os.getpid()  # the process whose kernel objects the poller holds
+        for hook in _NEW_LOOP_HOOKS:
+            hook(self)
 
     # -- registration ----------------------------------------------------
 
@@ -355,15 +367,25 @@ class MapLoop:
         ``poll2()`` did (hang-ups call ``handle_close``) or as its select
         ``poll()`` did (see :func:`dispatch_select_style`).
         """
-        self.sync()
-        if self.synthetic:
-            ready, self.synthetic = self.synthetic, []
-            ready += self.poller.poll(0)
-        else:
-            ready = self.poller.poll(self.timers.clip(timeout))
-        self._deliver(ready, poll_semantics)
-        if self.timers:
-            self.timers.run_due(time.monotonic())
+        self.passes += 1
+        try:
+            self.sync()
+            if self.synthetic:
+                ready, self.synthetic = self.synthetic, []
+                ready += self.poller.poll(0)
+            else:
+                ready = self.poller.poll(self.timers.clip(timeout))
+            if self.watched:
+                ready = self._serve_watched(ready)
+            self._deliver(ready, poll_semantics)
+            if self.timers:
+                self.timers.run_due(time.monotonic())
+        finally:
+            self.passes -= 1
+            if self.release_wanted and not self.passes:
+                self.release_wanted = False
+                if not self.map:
+                    forget(self.map)
 
     def _deliver(self, ready: List[Tuple[int, int]], poll_semantics: bool) -> None:
         owners = self.owners
@@ -409,16 +431,101 @@ class MapLoop:
         """True while a ``loop(count=None)`` should go on: channels or timers."""
         return bool(self.map) or bool(self.timers)
 
+    # -- fds that are not channels -------------------------------------------
+
+    def watch_fd(self, fd: int, on_ready: Callable[[], None]) -> None:
+        """Watch ``fd`` for READ beside the map's channels.
+
+        ``on_ready()`` runs in the pass that reports it, before the channels'
+        events; it must consume what made the fd readable.  A watched fd is
+        not a channel: it does not keep ``loop()`` running and
+        ``close_all()`` does not touch it.  It goes with this MapLoop (see
+        :func:`on_new_loop` to watch again on the next one).  Raises
+        KeyError for an fd that is a channel's or already watched.
+        """
+        if fd in self.watched or fd in self.owners:
+            raise KeyError(f"fd {fd} is already watched by this loop")
+        self.poller.register(fd, READ)
+        self.watched[fd] = on_ready
+
+    def unwatch_fd(self, fd: int) -> None:
+        """Stop watching an fd given to :meth:`watch_fd`; an unknown fd is ignored."""
+        if self.watched.pop(fd, None) is not None and fd in self.poller:
+            self.poller.unregister(fd)
+
+    def _serve_watched(self, ready: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+        watched = self.watched
+        rest = []
+        for fd, flags in ready:
+            on_ready = watched.get(fd)
+            if on_ready is None:
+                rest.append((fd, flags))
+            else:
+                on_ready()
+        return rest
+
+    # -- fork ------------------------------------------------------------------
+
+    def renew_if_forked(self) -> None:
+        """Call :meth:`renew_after_fork` if this process is not the one that
+        made the poller: covers a fork that bypassed ``os.register_at_fork``
+        (a C extension calling fork()).  One getpid() per call: for where a
+        loop resumes, not for every pass."""
+        if self.pid != os.getpid():
+            self.renew_after_fork()
+
+    def renew_after_fork(self) -> None:
+        """In a forked child: a poller of its own, every channel registered afresh.
+
+        The inherited poller shares its kernel object (epoll, /dev/poll) with
+        the parent, or holds a dead one (kqueue on the BSDs): its fd is closed
+        without a single change to the kernel's interest set, which is the
+        parent's too.  A poller served by a foreign event loop is left alone.
+        """
+        self.pid = os.getpid()
+        if self.pins:
+            return
+        old = self.poller
+        self.poller = type(old)()
+        try:
+            old.close()  # only closes the fd: no epoll_ctl, no kevent
+        except OSError:
+            pass  # a kqueue fd is not inherited on the BSDs
+        self.owners.clear()
+        self.polled.clear()
+        self.interest_of.clear()
+        self.synthetic.clear()
+        self.dirty.update(self.map)
+        for fd in self.watched:
+            self.poller.register(fd, READ)
+
     def close(self) -> None:
         self.timers.clear()
         self.poller.close()
         self.owners.clear()
         self.polled.clear()
         self.interest_of.clear()
+        self.watched.clear()
 
 
 # id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused
 _LOOPS: Dict[int, MapLoop] = {}
+# called with every new MapLoop (see on_new_loop)
+_NEW_LOOP_HOOKS: List[Callable[[MapLoop], None]] = []
+
+
+def on_new_loop(hook: Callable[[MapLoop], None]) -> None:
+    """Call ``hook(state)`` for every MapLoop made from now on, as it is made.
+
+    For services that live beside a map's channels (signal handlers) and
+    must follow its loop when it is released and made again.
+    """
+    _NEW_LOOP_HOOKS.append(hook)
+
+
+def all_loops() -> List[MapLoop]:
+    """Every MapLoop kept for a map (a snapshot)."""
+    return list(_LOOPS.values())
 
 
 def loop_for(socket_map: Any, poller_cls: Optional[Type[Poller]] = None) -> MapLoop:
@@ -450,8 +557,16 @@ def existing_loop(socket_map: Any) -> Optional[MapLoop]:
 
 
 def forget(socket_map: Any) -> None:
-    """Close and drop the MapLoop of a map that emptied (keeps pending timers)."""
+    """Close and drop the MapLoop of a map that emptied (keeps pending timers).
+
+    Called during a pass of that MapLoop (a handler, or a signal handler
+    while the pass waits), the release waits for the end of the pass, and
+    happens only if the map is still empty then.
+    """
     state = _LOOPS.get(id(socket_map))
+    if state is not None and state.passes:
+        state.release_wanted = True
+        return
     if state is not None and not state.timers and not state.pins:
         del _LOOPS[id(socket_map)]
         state.close()
