@@ -283,7 +283,10 @@ class MapLoop:
         self.release_wanted = False
         # fd -> callback: fds watched for READ that are not channels (see watch_fd)
         self.watched: Dict[int, Callable[[], None]] = {}
+        self.watches_to_register: Set[int] = set()  # registered by the next sync()
         self.pid = os.getpid()  # the process whose kernel objects the poller holds
+        self.waiting = False  # inside the poller's wait (a signal handler may run there)
+        self.wake_pipe: Optional[Tuple[int, int]] = None  # see wake()
         for hook in _NEW_LOOP_HOOKS:
             hook(self)
 
@@ -291,6 +294,8 @@ class MapLoop:
 
     def sync(self) -> None:
         """Bring the poller in line with the map and the channels' interest."""
+        if self.watches_to_register:
+            self._register_watches()
         if self.tracked:
             self._sync_fds(self.dirty)
             for fd, obj in list(self.polled.items()):
@@ -374,7 +379,13 @@ class MapLoop:
                 ready, self.synthetic = self.synthetic, []
                 ready += self.poller.poll(0)
             else:
-                ready = self.poller.poll(self.timers.clip(timeout))
+                self.waiting = True
+                try:
+                    ready = self.poller.poll(self.timers.clip(timeout))
+                finally:
+                    self.waiting = False
+            if self.wake_pipe is not None:
+                ready = self._end_wake(ready)
             if self.watched:
                 ready = self._serve_watched(ready)
             self._deliver(ready, poll_semantics)
@@ -445,11 +456,20 @@ class MapLoop:
         """
         if fd in self.watched or fd in self.owners:
             raise KeyError(f"fd {fd} is already watched by this loop")
-        self.poller.register(fd, READ)
         self.watched[fd] = on_ready
+        # registered by the next sync(): a foreign loop's poller may not be
+        # bound to its event loop yet
+        self.watches_to_register.add(fd)
+
+    def _register_watches(self) -> None:
+        fds, self.watches_to_register = self.watches_to_register, set()
+        for fd in fds:
+            if fd in self.watched and fd not in self.poller:
+                self.poller.register(fd, READ)
 
     def unwatch_fd(self, fd: int) -> None:
         """Stop watching an fd given to :meth:`watch_fd`; an unknown fd is ignored."""
+        self.watches_to_register.discard(fd)
         if self.watched.pop(fd, None) is not None and fd in self.poller:
             self.poller.unregister(fd)
 
@@ -463,6 +483,31 @@ class MapLoop:
             else:
                 on_ready()
         return rest
+
+    def wake(self) -> None:
+        """Make the wait in progress return now, where the kernel allows it.
+
+        For a signal handler that added a channel during the wait: PEP 475
+        resumes the wait on the old set, without the new channel.  A poller
+        with a kernel object (epoll, kqueue, /dev/poll) takes a new fd at once,
+        so an always-writable pipe end is added and the wait returns.  select
+        and poll wait on arrays built before the wait: nothing to do there (a
+        closed fd ends their wait by itself: EBADF or POLLNVAL).
+        """
+        if not self.waiting or self.wake_pipe is not None or self.poller.fileno() < 0:
+            return
+        read_fd, write_fd = os.pipe()
+        self.wake_pipe = (read_fd, write_fd)
+        self.poller.register(write_fd, WRITE)
+
+    def _end_wake(self, ready: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+        read_fd, write_fd = self.wake_pipe  # type: ignore[misc]
+        self.wake_pipe = None
+        if write_fd in self.poller:
+            self.poller.unregister(write_fd)
+        os.close(read_fd)
+        os.close(write_fd)
+        return [(fd, flags) for fd, flags in ready if fd != write_fd]
 
     # -- fork ------------------------------------------------------------------
 
@@ -496,8 +541,7 @@ class MapLoop:
         self.interest_of.clear()
         self.synthetic.clear()
         self.dirty.update(self.map)
-        for fd in self.watched:
-            self.poller.register(fd, READ)
+        self.watches_to_register.update(self.watched)
 
     def close(self) -> None:
         self.timers.clear()
@@ -506,6 +550,7 @@ class MapLoop:
         self.polled.clear()
         self.interest_of.clear()
         self.watched.clear()
+        self.watches_to_register.clear()
 
 
 # id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused
@@ -550,6 +595,13 @@ def loop_for(socket_map: Any, poller_cls: Optional[Type[Poller]] = None) -> MapL
         state.close()
     _LOOPS[id(socket_map)] = new
     return new
+
+
+def channel_added(socket_map: Any) -> None:
+    """Tell the loop of ``socket_map`` that a channel joined it (see :meth:`MapLoop.wake`)."""
+    state = _LOOPS.get(id(socket_map))
+    if state is not None and state.waiting:
+        state.wake()
 
 
 def existing_loop(socket_map: Any) -> Optional[MapLoop]:
