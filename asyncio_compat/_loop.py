@@ -440,7 +440,7 @@ class MapLoop:
 
     def pending(self) -> bool:
         """True while a ``loop(count=None)`` should go on: channels or timers."""
-        return bool(self.map) or bool(self.timers)
+        return bool(self.map) or self.timers.keeps_loop_running()
 
     # -- fds that are not channels -------------------------------------------
 
@@ -619,7 +619,7 @@ def forget(socket_map: Any) -> None:
     if state is not None and state.passes:
         state.release_wanted = True
         return
-    if state is not None and not state.timers and not state.pins:
+    if state is not None and not state.timers.keeps_loop_running() and not state.pins:
         del _LOOPS[id(socket_map)]
         state.close()
 

@@ -84,7 +84,10 @@ class TimerQueue:
         self.waker: Optional[Callable[[float], None]] = None
 
     def __bool__(self) -> bool:
-        """True while a timer that keeps the loop running is pending."""
+        return self._live > 0
+
+    def keeps_loop_running(self) -> bool:
+        """True while a timer other than a background one is pending."""
         return self._live > self._background
 
     def __len__(self) -> int:
@@ -102,9 +105,9 @@ class TimerQueue:
         """Add a timer due at ``when`` (monotonic clock); no validation here.
 
         A ``background`` timer runs like the others while the loop runs, but
-        does not keep it running: the queue is false when only background
-        timers are left, so ``loop()`` returns once the map is empty and
-        releasing the loop drops them (used by ``asyncio_compat.shutdown``).
+        does not keep it running (see :meth:`keeps_loop_running`): ``loop()``
+        returns once the map is empty, and releasing the loop drops such
+        timers (used by ``asyncio_compat.shutdown``).
         """
         handle = TimerHandle(when, callback, args, interval, self)
         if background:

@@ -1,0 +1,179 @@
+"""asyncio_compat.shutdown(): the graceful stop of a map (issue 14)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Iterator, List
+
+import pytest
+
+import asyncio_compat
+from asyncio_compat import asynchat, asyncore
+from asyncio_compat.timers import call_later
+from helpers import release_map
+
+pytestmark = pytest.mark.timeout(30)
+
+PAYLOAD = b"x" * 16_000_000  # far more than the loopback socket buffers hold
+
+
+class Listener(asyncore.dispatcher):
+    def __init__(self, socket_map: Any, handler: Any) -> None:
+        super().__init__(map=socket_map)
+        self.handler = handler
+        self.create_socket()
+        self.bind(("127.0.0.1", 0))
+        self.listen(8)
+        self.accepted: List[Any] = []
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        self.accepted.append(self.handler(sock, map=self._map))
+
+
+class Sender(asyncore.dispatcher_with_send):
+    def handle_close(self) -> None:
+        self.close()
+
+
+class ChatSender(asynchat.async_chat):
+    def collect_incoming_data(self, data: bytes) -> None:
+        pass
+
+    def found_terminator(self) -> None:
+        pass
+
+
+@pytest.fixture
+def socket_map() -> Iterator[asyncore.SocketMap]:
+    target = asyncore.SocketMap()
+    yield target
+    release_map(target)
+
+
+def _connect(listener: Listener, count: int) -> List[socket.socket]:
+    port = listener.socket.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    while len(listener.accepted) < count:
+        asyncore.loop(timeout=1, count=1, map=listener._map)
+    return clients
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+@pytest.mark.parametrize("handler", [Sender, ChatSender])
+def test_slow_readers_get_everything_then_eof(
+    default_poller: str, socket_map: asyncore.SocketMap, handler: Any
+) -> None:
+    listener = Listener(socket_map, handler)
+    clients = _connect(listener, 2)
+    for channel in listener.accepted:
+        if isinstance(channel, asynchat.async_chat):
+            channel.push(PAYLOAD)
+        else:
+            channel.send(PAYLOAD)
+    asyncio_compat.shutdown(socket_map, grace=20)
+    assert listener.socket is None or listener not in socket_map.values()  # closed at once
+    received: List[bytes] = []
+
+    def read_slowly() -> None:  # the clients read only while the loop runs
+        for client in clients:
+            client.setblocking(False)
+            try:
+                received.append(client.recv(65536))
+            except BlockingIOError:
+                pass
+        if socket_map:
+            call_later(0.001, read_slowly, map=socket_map)
+
+    call_later(0, read_slowly, map=socket_map)
+    started = time.monotonic()
+    asyncore.loop(timeout=5, use_poll=True, map=socket_map)
+    assert time.monotonic() - started < 15  # drained, not cut at the deadline
+    assert not socket_map
+    total = sum(len(chunk) for chunk in received)
+    for client in clients:
+        client.setblocking(True)
+        total += len(_read_all(client))  # the rest, then EOF
+        client.close()
+    assert total == 2 * len(PAYLOAD)
+
+
+def test_readers_that_never_read_are_closed_at_the_deadline(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    listener = Listener(socket_map, Sender)
+    clients = _connect(listener, 2)
+    for channel in listener.accepted:
+        channel.send(PAYLOAD)
+    started = time.monotonic()
+    asyncio_compat.shutdown(socket_map, grace=0.3)
+    asyncore.loop(timeout=5, use_poll=True, map=socket_map)
+    elapsed = time.monotonic() - started
+    assert 0.25 <= elapsed < 3
+    assert not socket_map
+    for client in clients:
+        client.close()
+
+
+def test_connections_are_refused_at_once_and_idle_ones_wait_for_grace(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    listener = Listener(socket_map, asyncore.dispatcher)
+    port = listener.socket.getsockname()[1]
+    clients = _connect(listener, 1)
+    asyncio_compat.shutdown(socket_map, grace=0.2)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert len(socket_map) == 1  # the plain dispatcher waits for the deadline
+    asyncore.loop(timeout=5, map=socket_map)
+    assert not socket_map
+    clients[0].close()
+
+
+def test_shutdown_timers_do_not_keep_the_loop_running(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    listener = Listener(socket_map, Sender)
+    clients = _connect(listener, 1)
+    asyncio_compat.shutdown(socket_map, grace=20)
+    started = time.monotonic()
+    asyncore.loop(timeout=5, map=socket_map)  # the empty Sender closes, then the loop returns
+    assert time.monotonic() - started < 2
+    assert not socket_map
+    clients[0].close()
+
+
+def test_second_call_brings_the_deadline_forward(socket_map: asyncore.SocketMap) -> None:
+    listener = Listener(socket_map, asyncore.dispatcher)
+    clients = _connect(listener, 1)
+    asyncio_compat.shutdown(socket_map, grace=20)
+    asyncio_compat.shutdown(socket_map, grace=0)
+    assert not socket_map
+    clients[0].close()
+
+
+def test_attached_socketserver_takes_part(socket_map: asyncore.SocketMap) -> None:
+    from asyncio_compat import socketserver
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+    server.attach(socket_map)
+    asyncio_compat.shutdown(socket_map, grace=1)
+    assert not server.attached
+    assert not socket_map
+    server.server_close()  # the server's own close still works
+
+
+def test_bad_grace() -> None:
+    with pytest.raises(ValueError):
+        asyncio_compat.shutdown(grace=-1)
+    with pytest.raises(TypeError):
+        asyncio_compat.shutdown(grace="5")  # type: ignore[arg-type]
