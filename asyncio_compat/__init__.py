@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._config import ENV_VAR, get_default_poller, set_default_poller
 from . import _fork  # noqa: F401  (registers the fork hook: children get pollers of their own)
+from ._config import ENV_VAR, get_default_poller, set_default_poller
 from ._install import install
 from ._loop import SocketMap
 from .shutdown import shutdown

@@ -14,9 +14,9 @@ import time
 from typing import Any, Dict, Iterator, List
 
 import pytest
+from helpers import release_map
 
 from asyncio_compat import asyncore
-from helpers import release_map
 
 pytestmark = [
     pytest.mark.timeout(60, method="thread"),

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
+from helpers import release_map, run_example
 
 import asyncio_compat
 from asyncio_compat import asynchat, asyncore
 from asyncio_compat.timers import call_later
-from helpers import release_map
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -177,3 +178,9 @@ def test_bad_grace() -> None:
         asyncio_compat.shutdown(grace=-1)
     with pytest.raises(TypeError):
         asyncio_compat.shutdown(grace="5")  # type: ignore[arg-type]
+
+
+def test_graceful_shutdown_example(poller_name: str, tmp_path: Path) -> None:
+    out = run_example("graceful_shutdown", poller_name, tmp_path)
+    assert "SIGTERM: shutting down" in out
+    assert "client received 4000000 of 4000000 bytes, then EOF" in out

@@ -16,11 +16,11 @@ import time
 from typing import Any, Iterator, List
 
 import pytest
+from helpers import release_map
 
 import asyncio_compat
 from asyncio_compat import asyncio_bridge, asyncore
 from asyncio_compat.timers import call_later
-from helpers import release_map
 
 pytestmark = [
     # pytest-timeout's default method uses SIGALRM itself: these tests own that signal
