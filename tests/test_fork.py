@@ -131,7 +131,8 @@ def test_prefork_children_answer_every_connection_once(
     assert set(counts) <= set(pids), f"answers from unknown processes: {counts}"
     assert sum(counts.values()) == CONNECTIONS
     assert elapsed < BOUND
-    assert codes == {pid: 0 for pid in pids}, "children must see no handler error and leave loop() cleanly on SIGTERM"
+    # 3: a child saw a handler error; anything else: it did not leave loop() cleanly
+    assert codes == {pid: 0 for pid in pids}
 
 
 def test_child_gets_a_poller_of_its_own(default_poller: str, socket_map: asyncore.SocketMap) -> None:

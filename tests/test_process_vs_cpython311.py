@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import pytest
-
 from helpers import SUBPROCESS_TIMEOUT
 from test_dropin import find_interpreter
 
