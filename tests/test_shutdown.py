@@ -184,3 +184,32 @@ def test_graceful_shutdown_example(poller_name: str, tmp_path: Path) -> None:
     out = run_example("graceful_shutdown", poller_name, tmp_path)
     assert "SIGTERM: shutting down" in out
     assert "client received 4000000 of 4000000 bytes, then EOF" in out
+
+
+class _BigReplyServer(asyncore.dispatcher):
+    """A worker's server: sends PAYLOAD to each connection, then waits."""
+
+    def __init__(self, listener: socket.socket) -> None:
+        super().__init__()
+        self.set_socket(listener)
+        self.listen(8)
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        Sender(sock).send(PAYLOAD)
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="workers need fork")
+@pytest.mark.timeout(60, method="signal")
+def test_a_stopping_worker_finishes_what_it_queued(default_poller: str) -> None:
+    from asyncio_compat.workers import WorkerPool
+
+    with WorkerPool(_BigReplyServer, workers=1, shutdown_grace=20) as pool:
+        assert pool.address is not None
+        with socket.create_connection(pool.address[:2], timeout=10) as client:
+            first = client.recv(65536)
+            assert first
+            pool.terminate()  # SIGTERM: the worker stops gracefully
+            rest = _read_all(client)
+        codes = pool.stop(grace=30)
+    assert len(first) + len(rest) == len(PAYLOAD)
+    assert list(codes.values()) == [0]
