@@ -28,8 +28,9 @@ How the port is shared:
 Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker; a
 worker that gets either signal stops gracefully with
 :func:`asyncio_compat.shutdown` (``shutdown_grace`` seconds; a second
-signal closes everything at once) and exits with status 0; a worker notices the death of its parent (even by ``SIGKILL``)
-through a pipe that the parent alone holds open, and exits the same way.
+signal closes everything at once) and exits with status 0; a worker
+notices the death of its parent (even by ``SIGKILL``) through a pipe that
+the parent alone holds open, and stops the same way.
 Workers are forked: POSIX only, and the parent should not run threads when
 it starts them.  Channels in the parent's default socket map when the
 workers start are not served by them: each worker closes its copies of
