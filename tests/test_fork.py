@@ -165,3 +165,33 @@ def test_child_gets_a_poller_of_its_own(default_poller: str, socket_map: asyncor
     assert report == b"11"
     assert not parent_poller.closed  # the parent's poller is untouched
     assert listener._fileno in parent_poller
+
+
+@pytest.mark.parametrize("backend", ["kqueue", "devpoll"])
+def test_renewal_leaves_the_parents_kernel_object_alone(
+    monkeypatch: pytest.MonkeyPatch, socket_map: asyncore.SocketMap, backend: str
+) -> None:
+    """kqueue and /dev/poll over the fakes (tests/fakes): what the fork hook does in a child."""
+    from asyncio_compat import _fork, _loop
+    from fakes import install_devpoll, install_kqueue
+    from pollers._devpoll import DevpollPoller
+    from pollers._kqueue import KqueuePoller
+
+    created: List[Any] = install_kqueue(monkeypatch) if backend == "kqueue" else install_devpoll(monkeypatch)
+    cls = KqueuePoller if backend == "kqueue" else DevpollPoller
+    listener = Listener(socket_map)
+    asyncore.loop(timeout=0, count=1, map=socket_map, poller=cls)
+    inherited = created[-1]
+    record = inherited.changes if backend == "kqueue" else inherited.writes
+    made_before = len(record)
+    _fork.renew_in_child()  # what os.register_at_fork runs in a new child
+    assert inherited.closed
+    assert len(record) == made_before, "the child changed the parent's interest set"
+    asyncore.loop(timeout=0, count=1, map=socket_map)
+    state = _loop.existing_loop(socket_map)
+    assert state is not None and state.poller.fileno() == created[-1].fileno()
+    fd = listener.socket.fileno()
+    if backend == "kqueue":
+        assert any(ident == fd for ident, _ in created[-1].pairs())
+    else:
+        assert fd in created[-1].interest()
