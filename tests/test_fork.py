@@ -172,8 +172,9 @@ def test_renewal_leaves_the_parents_kernel_object_alone(
     monkeypatch: pytest.MonkeyPatch, socket_map: asyncore.SocketMap, backend: str
 ) -> None:
     """kqueue and /dev/poll over the fakes (tests/fakes): what the fork hook does in a child."""
-    from asyncio_compat import _fork, _loop
     from fakes import install_devpoll, install_kqueue
+
+    from asyncio_compat import _fork, _loop
     from pollers._devpoll import DevpollPoller
     from pollers._kqueue import KqueuePoller
 
