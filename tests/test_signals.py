@@ -17,7 +17,6 @@ from typing import Any, Iterator, List
 
 import pytest
 from helpers import release_map
-from test_tk import display, serve_until, tk_root  # noqa: F401  (fixtures)
 
 import asyncio_compat
 from asyncio_compat import asyncio_bridge, asyncore
@@ -243,30 +242,3 @@ def test_signal_handler_when_asyncio_holds_the_wakeup_fd(
         held_read.close()
         held_write.close()
 
-
-def test_signal_handler_under_tk(
-    default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap, alarm: None  # noqa: F811  (the fixture imported from test_tk)
-) -> None:
-    from asyncio_compat.tk import attach
-
-    ours, theirs = _pair()
-    reader = Reader(ours, socket_map)
-    ran_in_loop: List[bool] = []
-
-    def on_alarm() -> None:
-        ran_in_loop.append(_in_loop_not_in_signal_context())
-        reader.close()
-
-    asyncio_compat.add_signal_handler(signal.SIGALRM, on_alarm, map=socket_map)
-    attachment = attach(tk_root, socket_map)
-    try:
-        _arm()
-        started = time.monotonic()
-        serve_until(tk_root, lambda: not socket_map)
-        elapsed = time.monotonic() - started
-    finally:
-        attachment.detach()
-        asyncio_compat.remove_signal_handler(signal.SIGALRM, map=socket_map)
-    assert ran_in_loop == [True]
-    assert elapsed < BOUND
-    theirs.close()
