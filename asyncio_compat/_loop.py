@@ -487,8 +487,10 @@ class MapLoop:
     def wake(self) -> None:
         """Make the wait in progress return now, where the kernel allows it.
 
-        For a signal handler that added a channel during the wait: PEP 475
-        resumes the wait on the old set, without the new channel.  A poller
+        For a signal handler that added or removed a channel during the
+        wait: PEP 475 resumes the wait on the old set, without the new
+        channel, and epoll and kqueue drop a closed fd without a word (the
+        sweep would notice it within ``sweep_interval``).  A poller
         with a kernel object (epoll, kqueue, /dev/poll) takes a new fd at once,
         so an always-writable pipe end is added and the wait returns.  select
         and poll wait on arrays built before the wait: nothing to do there (a
@@ -551,6 +553,10 @@ class MapLoop:
         self.interest_of.clear()
         self.watched.clear()
         self.watches_to_register.clear()
+        if self.wake_pipe is not None:  # a wait that ended by an exception
+            for fd in self.wake_pipe:
+                os.close(fd)
+            self.wake_pipe = None
 
 
 # id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused
@@ -597,8 +603,11 @@ def loop_for(socket_map: Any, poller_cls: Optional[Type[Poller]] = None) -> MapL
     return new
 
 
-def channel_added(socket_map: Any) -> None:
-    """Tell the loop of ``socket_map`` that a channel joined it (see :meth:`MapLoop.wake`)."""
+def channel_moved(socket_map: Any) -> None:
+    """Tell the loop of ``socket_map`` that a channel joined or left it.
+
+    Only matters during the loop's wait (a signal handler): see :meth:`MapLoop.wake`.
+    """
     state = _LOOPS.get(id(socket_map))
     if state is not None and state.waiting:
         state.wake()

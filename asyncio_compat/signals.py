@@ -255,7 +255,10 @@ def _renew_in_child() -> None:
     for entry in _BY_MAP.values():
         entry.renew_pipe()
     if _wakeup_owner is not None:
-        signal.set_wakeup_fd(_wakeup_owner.write_fd, warn_on_full_buffer=False)
+        try:
+            signal.set_wakeup_fd(_wakeup_owner.write_fd, warn_on_full_buffer=False)
+        except ValueError:  # forked from another thread than the main one
+            _wakeup_owner = None
 
 
 _loop.on_new_loop(_watch_new_loop)

@@ -242,3 +242,21 @@ def test_signal_handler_when_asyncio_holds_the_wakeup_fd(
         held_read.close()
         held_write.close()
 
+
+
+def test_closing_one_channel_in_a_handler_ends_the_wait(
+    default_poller: str, socket_map: asyncore.SocketMap, alarm: None
+) -> None:
+    first, first_peer = _pair()
+    second, second_peer = _pair()
+    closed = Reader(first, socket_map)
+    Reader(second, socket_map)
+    signal.signal(signal.SIGALRM, lambda *_: closed.close())
+    _arm()
+    started = time.monotonic()
+    asyncore.loop(timeout=LONG_WAIT, use_poll=True, map=socket_map, count=1)
+    # epoll and kqueue drop a closed fd silently: the loop wakes itself
+    assert time.monotonic() - started < BOUND
+    assert list(socket_map.values()) != [] and closed not in socket_map.values()
+    first_peer.close()
+    second_peer.close()
