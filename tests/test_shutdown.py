@@ -213,3 +213,40 @@ def test_a_stopping_worker_finishes_what_it_queued(default_poller: str) -> None:
         codes = pool.stop(grace=30)
     assert len(first) + len(rest) == len(PAYLOAD)
     assert list(codes.values()) == [0]
+
+
+def test_shutdown_under_the_asyncio_bridge(socket_map: asyncore.SocketMap) -> None:
+    import asyncio
+
+    from asyncio_compat import _loop, asyncio_bridge
+
+    listener = Listener(socket_map, Sender)
+    clients = _connect(listener, 1)
+    listener.accepted[0].send(PAYLOAD)
+    received: List[int] = []
+
+    async def main() -> None:
+        event_loop = asyncio.get_running_loop()
+        eof = event_loop.create_future()
+        reader = clients[0]
+        reader.setblocking(False)
+
+        def read() -> None:
+            try:
+                data = reader.recv(1 << 20)
+            except BlockingIOError:
+                return
+            received.append(len(data))
+            if not data:
+                event_loop.remove_reader(reader.fileno())
+                eof.set_result(None)
+
+        event_loop.add_reader(reader.fileno(), read)
+        asyncio_compat.shutdown(socket_map, grace=20)
+        await asyncio.wait_for(asyncio_bridge.run_map(socket_map), 15)
+        await asyncio.wait_for(eof, 15)  # the rest of the data, then EOF
+
+    asyncio.run(main())
+    assert sum(received) == len(PAYLOAD)
+    assert _loop.existing_loop(socket_map) is None  # nothing kept for the shutdown's timers
+    clients[0].close()
