@@ -7,8 +7,11 @@ connections in 18 s that way).  kqueue descriptors are not inherited at all
 on the BSDs.  So, right after ``os.fork()`` in the child, every MapLoop
 swaps its poller for a new one and registers every channel again; the old
 descriptor is closed without touching the kernel object, which the parent
-still uses.  Forks that do not go through ``os.fork`` (a C extension) are
-caught where ``asyncore.loop()`` resumes, by a pid check.
+still uses.  Only forks made through ``os.fork`` (multiprocessing, the
+socketserver mix-ins and the workers included) run the hook; a C extension
+calling fork() itself does not.  A pid check where ``loop()`` resumes would
+catch that case too, but costs a getpid() per ``loop()`` call (about 1,000
+instructions, measured with callgrind on ``loop(0, count=1)``).
 """
 
 from __future__ import annotations

@@ -284,7 +284,6 @@ class MapLoop:
         # fd -> callback: fds watched for READ that are not channels (see watch_fd)
         self.watched: Dict[int, Callable[[], None]] = {}
         self.watches_to_register: Set[int] = set()  # registered by the next sync()
-        self.pid = os.getpid()  # the process whose kernel objects the poller holds
         self.waiting = False  # inside the poller's wait (a signal handler may run there)
         self.wake_pipe: Optional[Tuple[int, int]] = None  # see wake()
         for hook in _NEW_LOOP_HOOKS:
@@ -513,14 +512,6 @@ class MapLoop:
 
     # -- fork ------------------------------------------------------------------
 
-    def renew_if_forked(self) -> None:
-        """Call :meth:`renew_after_fork` if this process is not the one that
-        made the poller: covers a fork that bypassed ``os.register_at_fork``
-        (a C extension calling fork()).  One getpid() per call: for where a
-        loop resumes, not for every pass."""
-        if self.pid != os.getpid():
-            self.renew_after_fork()
-
     def renew_after_fork(self) -> None:
         """In a forked child: a poller of its own, every channel registered afresh.
 
@@ -529,7 +520,6 @@ class MapLoop:
         without a single change to the kernel's interest set, which is the
         parent's too.  A poller served by a foreign event loop is left alone.
         """
-        self.pid = os.getpid()
         if self.pins:
             return
         old = self.poller

@@ -176,7 +176,6 @@ def loop(
     state = _loop.existing_loop(socket_map_) if poller is None else None
     if state is None:
         state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
-    state.renew_if_forked()
     try:
         if count is None:
             while state.pending():
