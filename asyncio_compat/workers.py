@@ -53,7 +53,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Type, U
 
 from . import asyncore
 from ._loop import SocketMap, pushes_interest
-from .shutdown import shutdown
+from ._shutdown import shutdown
 
 __all__ = ["WorkerError", "WorkerPool", "serve_workers", "reuse_port_available"]
 

@@ -1,4 +1,4 @@
-"""The graceful stop of a socket map: :func:`shutdown`.
+"""The graceful stop of a socket map: :func:`shutdown` (exported as ``asyncio_compat.shutdown``).
 
 What each channel of the map gets, at the call:
 
