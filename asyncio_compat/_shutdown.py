@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _loop
 from ._errors import _reraised_exceptions
@@ -38,8 +38,12 @@ CHECK_INTERVAL = 0.05
 
 def _close(channel: Any) -> None:
     """Close ``channel``; an error is printed (ExitNow & co propagate), the stop goes on."""
+    _reporting_errors(channel.close)
+
+
+def _reporting_errors(action: Callable[[], Any]) -> None:
     try:
-        channel.close()
+        action()
     except _reraised_exceptions:
         raise
     except BaseException:
@@ -69,7 +73,7 @@ class _Stop:
             if isinstance(channel, ServerChannel):
                 server = channel.server
                 channel.detach()
-                _server_close(server)
+                _reporting_errors(server.server_close)
             elif getattr(channel, "accepting", False):
                 _close(channel)
             elif isinstance(channel, async_chat):
@@ -116,15 +120,6 @@ class _Stop:
         for channel in list(self.map.values()):
             _close(channel)
         _ACTIVE.pop(id(self.map), None)
-
-
-def _server_close(server: Any) -> None:
-    try:
-        server.server_close()
-    except _reraised_exceptions:
-        raise
-    except BaseException:
-        traceback.print_exc()
 
 
 # id(map) -> its stop in progress (the _Stop holds the map: the id is not reused)
