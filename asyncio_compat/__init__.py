@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import _fork  # noqa: F401  (registers the fork hook: children get pollers of their own)
 from ._config import ENV_VAR, get_default_poller, set_default_poller
 from ._debug import get_debug, set_debug
 from ._install import install
 from ._loop import SocketMap, loop_stats
+from ._shutdown import shutdown
+from .signals import add_signal_handler, remove_signal_handler
 from .timers import TimerHandle, call_at, call_every, call_later
 
 __version__ = "1.0.0"
@@ -31,4 +34,5 @@ __all__ = [
     "install",
     "LoopStats", "get_debug", "loop_stats", "set_debug",
     "TimerHandle", "call_at", "call_every", "call_later",
+    "add_signal_handler", "remove_signal_handler", "shutdown",
 ]

@@ -246,7 +246,7 @@ class MapBridge(ForeignDriver):
 
     def _release(self) -> None:
         # the poller goes with its MapLoop: closing it removes the watches
-        if self.state.timers:
+        if self.state.timers.keeps_loop_running():
             _loop.loop_for(self.map, get_default_poller())  # timers pass to a regular loop
         else:
             _loop.forget(self.map)

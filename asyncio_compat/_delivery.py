@@ -21,6 +21,7 @@ inline copy and these functions agree on every outcome.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from errno import EBADF, ECONNABORTED, ECONNRESET, ENOTCONN, EPIPE, ESHUTDOWN
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Type
@@ -123,6 +124,23 @@ def report_error(obj: HandlesErrors) -> None:
     except RERAISED:
         raise
     except BaseException:
+        traceback.print_exc()
+
+
+def call_reported(callback: Callable[..., object], args: Tuple[object, ...], source: str) -> None:
+    """Call ``callback(*args)`` for a service that is not a channel.
+
+    For signal callbacks and the steps of a graceful stop, which have no
+    ``handle_error()``: :data:`RERAISED` propagates; any other exception is
+    written to stderr as ``error: uncaptured python exception in <source>
+    <callback>`` with its traceback, and the caller goes on.
+    """
+    try:
+        callback(*args)
+    except RERAISED:
+        raise
+    except BaseException:
+        sys.stderr.write(f"error: uncaptured python exception in {source} {callback!r}\n")
         traceback.print_exc()
 
 

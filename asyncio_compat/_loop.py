@@ -19,6 +19,7 @@ the same pass never sees the old channel's event.
 
 from __future__ import annotations
 
+import os
 import time
 from errno import EBADF, ENOENT
 from typing import (
@@ -219,8 +220,10 @@ class MapLoop:
     bridge, Tk, TLS, timers): :meth:`run_pass`, :meth:`sync`,
     :meth:`sync_fds`, :meth:`inject`, :meth:`pin`/:meth:`unpin`/:attr:`pinned`,
     :meth:`replace_change_record`, :attr:`tracks_changes`,
-    :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`.  The
-    bookkeeping attributes below are this module's alone.
+    :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`, and for
+    signals and fork :meth:`watch_fd`/:meth:`unwatch_fd`, :meth:`wake`,
+    :meth:`renew_after_fork`.  The bookkeeping attributes below are this
+    module's alone.
     """
 
     def __init__(self, socket_map: ChannelMap, poller_cls: Type[Poller]) -> None:
@@ -248,6 +251,16 @@ class MapLoop:
         self.passes = 0
         self.events = 0
         self.monitor: Optional[LoopMonitor] = None  # debug mode's timings, made on first use
+        # fd -> callback: fds watched for READ that are not channels (see watch_fd)
+        self.watched: Dict[int, Callable[[], None]] = {}
+        self.watches_to_register: Set[int] = set()  # see watch_fd
+        # inside the poller's wait, where a signal handler may run: forget()
+        # must not close the poller that PEP 475 is about to wait on again
+        # (issue 14), and a channel added or removed there calls wake()
+        self.waiting = False
+        self.wake_pipe: Optional[Tuple[int, int]] = None  # see wake()
+        for hook in _NEW_LOOP_HOOKS:
+            hook(self)
 
     # -- the named surface ------------------------------------------------
 
@@ -413,7 +426,19 @@ class MapLoop:
             ready, self.synthetic = self.synthetic, []
             ready += self.poller.poll(0)
         else:
-            ready = self.poller.poll(self.timers.clip(timeout))
+            # a signal handler may run inside the wait (PEP 475 retries it
+            # afterwards): see wake() and forget().  With the watched check
+            # below, about 190 instructions of a 37,000-instruction
+            # loop(0, count=1) (callgrind, 3.11)
+            self.waiting = True
+            try:
+                ready = self.poller.poll(self.timers.clip(timeout))
+            except BaseException:
+                self.waiting = False
+                raise
+            self.waiting = False
+        if self.watched:  # signal pipes, a wake pipe: empty in most programs
+            ready = self._serve_watched(ready)
         self.events += len(ready)
         owners = self.owners
         # bind each event to its owner now: handlers may close and reuse fds
@@ -435,7 +460,13 @@ class MapLoop:
         self.passes += 1
         self.sync()
         ready, self.synthetic = self.synthetic, []
-        ready += monitor.wait(self.poller.poll, 0 if ready else self.timers.clip(timeout))
+        self.waiting = True  # as in run_pass: a signal handler may run in the wait
+        try:
+            ready += monitor.wait(self.poller.poll, 0 if ready else self.timers.clip(timeout))
+        finally:
+            self.waiting = False
+        if self.watched:
+            ready = self._serve_watched(ready)
         self.events += len(ready)
         owners = self.owners
         events: List[Event] = [(fd, owners[fd], flags) for fd, flags in ready if fd in owners]
@@ -457,7 +488,121 @@ class MapLoop:
 
     def pending(self) -> bool:
         """True while a ``loop(count=None)`` should go on: channels or timers."""
-        return bool(self.map) or bool(self.timers)
+        return bool(self.map) or self.timers.keeps_loop_running()
+
+    # -- fds that are not channels -------------------------------------------
+
+    def watch_fd(self, fd: int, on_ready: Callable[[], None]) -> None:
+        """Watch ``fd`` for READ beside the map's channels.
+
+        ``on_ready()`` runs in the pass that reports it, before the channels'
+        events; it must consume what made the fd readable.  A watched fd is
+        not a channel: it does not keep ``loop()`` running and
+        ``close_all()`` does not touch it.  It goes with this MapLoop (see
+        :func:`on_new_loop` to watch again on the next one).  Raises
+        KeyError for an fd that is a channel's or already watched.
+        """
+        if fd in self.watched or fd in self.owners:
+            raise KeyError(f"fd {fd} is already watched by this loop")
+        try:
+            self.poller.register(fd, READ)
+        except RuntimeError:
+            # the asyncio bridge's poller before it is bound to its event
+            # loop: registered after the bridge's first pass (_serve_watched)
+            self.watches_to_register.add(fd)
+        self.watched[fd] = on_ready
+
+    def _register_watches(self) -> None:
+        fds, self.watches_to_register = self.watches_to_register, set()
+        for fd in fds:
+            if fd in self.watched and fd not in self.poller:
+                self.poller.register(fd, READ)
+
+    def unwatch_fd(self, fd: int) -> None:
+        """Stop watching an fd given to :meth:`watch_fd`; an unknown fd is ignored."""
+        self.watches_to_register.discard(fd)
+        if self.watched.pop(fd, None) is not None and fd in self.poller:
+            self.poller.unregister(fd)
+
+    def _serve_watched(self, ready: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+        # here rather than in sync(): run_pass checks self.watched anyway
+        if self.watches_to_register:
+            self._register_watches()
+        watched = self.watched
+        rest = []
+        for fd, flags in ready:
+            on_ready = watched.get(fd)
+            if on_ready is None:
+                rest.append((fd, flags))
+            else:
+                on_ready()
+        return rest
+
+    def wake(self) -> None:
+        """Make the wait in progress return now, where the kernel allows it.
+
+        For a signal handler that added or removed a channel during the
+        wait: PEP 475 resumes the wait on the old set, without the new
+        channel, and epoll and kqueue drop a closed fd without a word (the
+        sweep would notice it within ``sweep_interval``).  A poller
+        with a kernel object (epoll, kqueue, /dev/poll) takes a new fd at once,
+        so an always-writable pipe end is added and the wait returns.  select
+        and poll wait on arrays built before the wait: nothing to do there (a
+        closed fd ends their wait by itself: EBADF or POLLNVAL).  Outside a
+        wait it does nothing.
+        """
+        if not self.waiting or self.wake_pipe is not None or self.poller.fileno() < 0:
+            return
+        read_fd, write_fd = os.pipe()
+        self.wake_pipe = (read_fd, write_fd)
+        # served as a watched fd, so run_pass pays nothing for it between wakes
+        self.watched[write_fd] = self._end_wake
+        self.poller.register(write_fd, WRITE)
+
+    def _end_wake(self) -> None:
+        write_fd = self._drop_wake_pipe()
+        if write_fd in self.poller:
+            self.poller.unregister(write_fd)
+
+    def _drop_wake_pipe(self) -> int:
+        """Close the wake pipe (leaving the poller alone); its write end's former fd, or -1."""
+        if self.wake_pipe is None:
+            return -1
+        read_fd, write_fd = self.wake_pipe
+        self.wake_pipe = None
+        del self.watched[write_fd]
+        os.close(read_fd)
+        os.close(write_fd)
+        return write_fd
+
+    # -- fork ------------------------------------------------------------------
+
+    def renew_after_fork(self) -> None:
+        """In a forked child: a poller of its own, every channel registered afresh.
+
+        The inherited poller shares its kernel object (epoll, /dev/poll) with
+        the parent, or holds a dead one (kqueue on the BSDs): its fd is closed
+        without a single change to the kernel's interest set, which is the
+        parent's too.  A poller served by a foreign event loop is left alone.
+        """
+        if self.pinned:
+            return
+        self._drop_wake_pipe()  # a fork from a signal handler during the wait
+        old = self.poller
+        self.poller = type(old)()
+        try:
+            old.close()  # only closes the fd: no epoll_ctl, no kevent
+        except OSError:
+            pass  # a kqueue fd is not inherited on the BSDs
+        self.owners.clear()
+        self.sockets.clear()
+        self.polled.clear()
+        self.interest_of.clear()
+        self.synthetic.clear()
+        self.dirty.update(self.map)
+        self.watches_to_register.clear()
+        for fd in self.watched:
+            self.poller.register(fd, READ)
 
     def close(self) -> None:
         self.timers.clear()
@@ -466,10 +611,29 @@ class MapLoop:
         self.sockets.clear()
         self.polled.clear()
         self.interest_of.clear()
+        self._drop_wake_pipe()  # left by a wait that ended by an exception
+        self.watched.clear()
+        self.watches_to_register.clear()
 
 
 # id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused
 _LOOPS: Dict[int, MapLoop] = {}
+# called with every new MapLoop (see on_new_loop)
+_NEW_LOOP_HOOKS: List[Callable[[MapLoop], None]] = []
+
+
+def on_new_loop(hook: Callable[[MapLoop], None]) -> None:
+    """Call ``hook(state)`` for every MapLoop made from now on, as it is made.
+
+    For services that live beside a map's channels (signal handlers) and
+    must follow its loop when it is released and made again.
+    """
+    _NEW_LOOP_HOOKS.append(hook)
+
+
+def all_loops() -> List[MapLoop]:
+    """Every MapLoop kept for a map (a snapshot)."""
+    return list(_LOOPS.values())
 
 
 def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) -> MapLoop:
@@ -494,6 +658,16 @@ def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) 
         state.close()
     _LOOPS[id(socket_map)] = new
     return new
+
+
+def channel_moved(socket_map: ChannelMap) -> None:
+    """Tell the loop of ``socket_map`` that a channel joined or left it.
+
+    Only matters during the loop's wait (a signal handler): see :meth:`MapLoop.wake`.
+    """
+    state = _LOOPS.get(id(socket_map))
+    if state is not None and state.waiting:
+        state.wake()
 
 
 def existing_loop(socket_map: ChannelMap) -> Optional[MapLoop]:
@@ -530,9 +704,16 @@ def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (as
 
 
 def forget(socket_map: ChannelMap) -> None:
-    """Close and drop the MapLoop of a map that emptied (keeps pending timers)."""
+    """Close and drop the MapLoop of a map that emptied (keeps pending timers).
+
+    Called inside the wait of that MapLoop (by a signal handler), it does
+    nothing: the wait is resumed on the poller (PEP 475), and ``loop()``
+    calls it again once the pass is over if the map is still empty.
+    """
     state = _LOOPS.get(id(socket_map))
-    if state is not None and not state.timers and not state.pinned:
+    if state is None or state.waiting:
+        return
+    if not state.timers.keeps_loop_running() and not state.pinned:
         del _LOOPS[id(socket_map)]
         state.close()
 

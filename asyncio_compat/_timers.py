@@ -35,7 +35,7 @@ class TimerHandle:
     after :meth:`cancel`, and for a one-shot timer once it has run.
     """
 
-    __slots__ = ("when", "callback", "args", "interval", "cancelled", "_queue")
+    __slots__ = ("when", "callback", "args", "interval", "cancelled", "background", "_queue")
 
     def __init__(
         self,
@@ -50,6 +50,7 @@ class TimerHandle:
         self.args = args
         self.interval = interval  # seconds between runs of a periodic timer
         self.cancelled = False
+        self.background = False  # see TimerQueue.schedule
         self._queue = queue
 
     def cancel(self) -> None:
@@ -61,6 +62,8 @@ class TimerHandle:
         if not self.cancelled:
             self.cancelled = True
             self._queue._live -= 1
+            if self.background:
+                self._queue._background -= 1
 
     def __repr__(self) -> str:
         state = " cancelled" if self.cancelled else ""
@@ -79,10 +82,15 @@ class TimerQueue:
     def __init__(self) -> None:
         self._heap: List[Tuple[float, int, TimerHandle]] = []
         self._live = 0  # handles scheduled and not cancelled
+        self._background = 0  # how many of those are background timers
         self.waker: Optional[Callable[[float], None]] = None
 
     def __bool__(self) -> bool:
         return self._live > 0
+
+    def keeps_loop_running(self) -> bool:
+        """True while a timer other than a background one is pending."""
+        return self._live > self._background
 
     def __len__(self) -> int:
         return self._live
@@ -93,9 +101,20 @@ class TimerQueue:
         callback: Callable[..., Any],
         args: Tuple[Any, ...] = (),
         interval: Optional[float] = None,
+        *,
+        background: bool = False,
     ) -> TimerHandle:
-        """Add a timer due at ``when`` (monotonic clock); no validation here."""
+        """Add a timer due at ``when`` (monotonic clock); no validation here.
+
+        A ``background`` timer runs like the others while the loop runs, but
+        does not keep it running (see :meth:`keeps_loop_running`): ``loop()``
+        returns once the map is empty, and releasing the loop drops such
+        timers (used by ``asyncio_compat.shutdown``).
+        """
         handle = TimerHandle(when, callback, args, interval, self)
+        if background:
+            handle.background = True
+            self._background += 1
         self._push(handle)
         if self.waker is not None:
             self.waker(when)
@@ -157,6 +176,8 @@ class TimerQueue:
         if handle.interval is None:
             handle.cancelled = True
             self._live -= 1
+            if handle.background:
+                self._background -= 1
         else:
             # next run counted from the planned time, so periods do not drift;
             # a callback slower than its period runs again on the next pass
@@ -179,6 +200,7 @@ class TimerQueue:
             handle.cancelled = True
         self._heap.clear()
         self._live = 0
+        self._background = 0
 
 
 def report_timer_error(handle: TimerHandle) -> None:

@@ -258,6 +258,7 @@ class dispatcher:
         """Put this channel in ``map`` (default: its own map) under its fd."""
         target = self._map if map is None else map
         target[self._fileno] = self  # type: ignore[index]
+        _loop.channel_moved(target)  # a signal handler may add it during the wait
 
     def del_channel(self, map: Optional[SocketMapType] = None) -> None:
         """Take this channel out of ``map`` (default: its own map)."""
@@ -265,6 +266,7 @@ class dispatcher:
         fd = self._fileno
         if fd in target:
             del target[fd]  # type: ignore[arg-type]
+            _loop.channel_moved(target)  # ... or close it
         self._fileno = None
 
     def interest_changed(self) -> None:

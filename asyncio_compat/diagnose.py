@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib.util
 import json
 import os
@@ -53,7 +54,11 @@ FROZEN = "frozen"
 OTHER = "other"
 MISSING = "missing"
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+@functools.cache
+def _package_dir() -> Path:
+    # computed when asked, not at import: a Path cannot be made while the test
+    # suite simulates os.name == "nt" (tests/test_windows_rules.py)
+    return Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ def _is_drop_in(name: str, path: Path) -> bool:
 
 def _is_ours(name: str, path: Path) -> bool:
     # inside the package: sys.modules already maps the name to our module
-    return _PACKAGE_DIR in path.parents or _is_drop_in(name, path)
+    return _package_dir() in path.parents or _is_drop_in(name, path)
 
 
 def _is_stdlib(path: Path) -> bool:
@@ -368,7 +373,7 @@ def collect() -> Report:
     poller, limits = poller_info(), limit_info()
     python = PythonInfo(platform.python_version(), platform.python_implementation(), sys.executable)
     return Report(
-        __version__, str(_PACKAGE_DIR), python, modules, poller, limits,
+        __version__, str(_package_dir()), python, modules, poller, limits,
         collect_warnings(modules, poller, limits),
     )
 

@@ -26,9 +26,11 @@ How the port is shared:
   wins; the others see "nothing to accept", which asyncore ignores.
 
 Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker; a
-worker that gets either signal closes all its channels and exits with
-status 0; a worker notices the death of its parent (even by ``SIGKILL``)
-through a pipe that the parent alone holds open, and exits the same way.
+worker that gets either signal stops gracefully with
+:func:`asyncio_compat.shutdown` (``shutdown_grace`` seconds; a second
+signal closes everything at once) and exits with status 0; a worker
+notices the death of its parent (even by ``SIGKILL``) through a pipe that
+the parent alone holds open, and stops the same way.
 Workers are forked: POSIX only (where ``os.fork`` is missing, as on
 Windows, importing this module raises ImportError), and the parent should
 not run threads when it starts them.  Channels in the parent's default
@@ -61,6 +63,7 @@ if not hasattr(os, "fork"):
 
 from . import asyncore  # after the guard: file_dispatcher is POSIX-only too
 from ._loop import SocketMap, pushes_interest
+from ._shutdown import shutdown
 
 __all__ = ["WorkerError", "WorkerPool", "serve_workers", "reuse_port_available"]
 
@@ -166,7 +169,8 @@ class WorkerPool:
     ``set_socket()`` and calls ``listen()``), after which the worker runs
     ``asyncore.loop(loop_timeout, use_poll=True, poller=poller)``.  A worker
     whose ``make_server`` or loop raises prints the traceback and exits with
-    status 1.
+    status 1.  A worker told to stop runs ``asyncio_compat.shutdown()`` with
+    ``shutdown_grace`` seconds (keep it below the grace given to :meth:`stop`).
 
     Use it as a context manager (``start()`` on entry, ``stop()`` on exit) or
     call :meth:`start` and :meth:`stop` yourself; :func:`serve_workers` adds
@@ -187,6 +191,7 @@ class WorkerPool:
         reuse_port: Optional[bool] = None,
         poller: Any = None,
         loop_timeout: float = 30.0,
+        shutdown_grace: float = 4.0,
     ) -> None:
         if not callable(make_server):
             raise TypeError(f"make_server must be callable, not {make_server!r}")
@@ -204,6 +209,9 @@ class WorkerPool:
         self.backlog = backlog
         self.poller = poller
         self.loop_timeout = loop_timeout
+        #: seconds a stopping worker gives its connections (asyncio_compat.shutdown);
+        #: keep it below the grace given to stop(), after which workers are killed
+        self.shutdown_grace = shutdown_grace
         #: the address actually bound (the real port when 0 was asked for)
         self.address: Optional[Address] = None
         #: exit code of every worker reaped so far, by pid
@@ -418,8 +426,8 @@ def _serve(pool: WorkerPool, listener: socket.socket, lifeline_read: int) -> Non
     wakeup_read, wakeup_write = os.pipe()
     os.set_blocking(wakeup_write, False)
     _install_child_signals(wakeup_write)
-    _StopWatch(lifeline_read, socket_map)
-    _StopWatch(wakeup_read, socket_map)
+    _StopWatch(lifeline_read, socket_map, pool.shutdown_grace)
+    _StopWatch(wakeup_read, socket_map, pool.shutdown_grace)
     os.close(lifeline_read)  # the watches hold duplicates
     os.close(wakeup_read)
     _unblock_signals()  # a SIGTERM that came early is delivered now, to our handler
@@ -461,12 +469,15 @@ class _StopWatch(asyncore.file_dispatcher):
     """Stops the worker when its pipe becomes readable or reaches EOF.
 
     Watches the wakeup pipe of the signal handlers and the parent's lifeline
-    (EOF once the parent is gone).
+    (EOF once the parent is gone).  The stop is graceful: both watches
+    close, then :func:`asyncio_compat.shutdown` gives the connections
+    ``grace`` seconds; a second stop signal meanwhile closes everything.
     """
 
-    def __init__(self, fd: int, socket_map: SocketMap) -> None:
+    def __init__(self, fd: int, socket_map: SocketMap, grace: float) -> None:
         super().__init__(fd, map=socket_map)
         self.worker_map = socket_map
+        self.grace = grace
 
     @pushes_interest
     def writable(self) -> bool:
@@ -477,7 +488,14 @@ class _StopWatch(asyncore.file_dispatcher):
         self.handle_close()
 
     def handle_close(self) -> None:
-        asyncore.close_all(self.worker_map, ignore_all=True)
+        worker_map = self.worker_map
+        signal.set_wakeup_fd(-1)  # its pipe's reader is about to close
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, lambda *_: shutdown(worker_map, grace=0))
+        for channel in list(worker_map.values()):
+            if isinstance(channel, _StopWatch):
+                channel.close()
+        shutdown(worker_map, grace=self.grace)
 
 
 # -- the convenience entry point -------------------------------------------------------
@@ -535,7 +553,10 @@ def serve_workers(
     be killed, RuntimeError outside the main thread, and whatever
     :class:`WorkerPool` raises for bad arguments or a failed bind.
     """
-    pool = WorkerPool(make_server, workers, address, backlog=backlog, reuse_port=reuse_port, poller=poller)
+    pool = WorkerPool(
+        make_server, workers, address, backlog=backlog, reuse_port=reuse_port, poller=poller,
+        shutdown_grace=grace * 0.8,  # the workers finish before they would be killed
+    )
     codes = _run_until_stopped(pool, on_ready, grace)
     failed = {pid: code for pid, code in codes.items() if code != 0}
     if failed:

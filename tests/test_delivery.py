@@ -10,7 +10,7 @@ import pytest
 
 import pollers
 from asyncio_compat import asyncore
-from asyncio_compat._delivery import deliver_events, deliver_poll, deliver_select
+from asyncio_compat._delivery import RERAISED, call_reported, deliver_events, deliver_poll, deliver_select
 from pollers import READ
 
 
@@ -122,3 +122,26 @@ def test_an_event_for_a_channel_that_left_the_map_is_dropped() -> None:
     with pollers.get("select")() as poller:
         deliver_events([(FD, chan, READ)], {}, poller, True, {}, lambda fd, obj: None)
     assert chan.calls == []
+
+
+def test_call_reported_prints_an_error_and_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    calls: List[int] = []
+
+    def failing(value: int) -> None:
+        calls.append(value)
+        raise ValueError("boom")
+
+    call_reported(failing, (7,), "signal callback")
+    err = capsys.readouterr().err
+    assert calls == [7]
+    assert "error: uncaptured python exception in signal callback" in err
+    assert "ValueError: boom" in err
+
+
+@pytest.mark.parametrize("exc_type", RERAISED)
+def test_call_reported_lets_the_reraised_exceptions_through(exc_type: Type[BaseException]) -> None:
+    def leaving() -> None:
+        raise exc_type()
+
+    with pytest.raises(exc_type):
+        call_reported(leaving, (), "shutdown")

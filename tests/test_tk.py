@@ -8,11 +8,13 @@ notifier's fds once per process, before the per-test leak check looks.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -427,3 +429,36 @@ def test_tk_idle_client_example_checks_the_bytes(monkeypatch: pytest.MonkeyPatch
     assert not window.ok and "DIFFERS" in window.label.texts[-1]
     window.done(data)
     assert window.ok and "matches" in window.label.texts[-1]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_add_signal_handler_under_tk(
+    default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap
+) -> None:
+    """asyncio_compat.add_signal_handler's callback runs in a pass that Tk drives (issue 14)."""
+    from asyncio_compat.tk import attach
+
+    ours, theirs = socket.socketpair()
+    reader = asyncore.dispatcher(ours, map=socket_map)
+    ran_in_loop: List[bool] = []
+
+    def on_signal() -> None:
+        names = [frame.function for frame in inspect.stack()]
+        ran_in_loop.append("drain" in names and "_on_signal" not in names)
+        reader.close()
+
+    asyncio_compat.add_signal_handler(signal.SIGUSR1, on_signal, map=socket_map)
+    attachment = attach(tk_root, socket_map)
+    try:
+        # sent from a Tk callback: the Python-level handler runs there, outside
+        # any pass, and the pass that runs the callback must follow at once
+        tk_root.after(20, os.kill, os.getpid(), signal.SIGUSR1)
+        started = time.monotonic()
+        serve_until(tk_root, lambda: not socket_map)
+        elapsed = time.monotonic() - started
+    finally:
+        attachment.detach()
+        asyncio_compat.remove_signal_handler(signal.SIGUSR1, map=socket_map)
+    assert ran_in_loop == [True]
+    assert elapsed < 1.0
+    theirs.close()
