@@ -260,23 +260,28 @@ def test_run_map_of_an_empty_map_returns_at_once(
     assert _loop.existing_loop(socket_map) is None
 
 
-class FileReader(asyncore.file_dispatcher):
-    """Reads a file to its end (a regular file is always ready)."""
+if hasattr(asyncore, "file_dispatcher"):  # POSIX only, as in 3.11
 
-    def __init__(self, fd: int, socket_map: Any) -> None:
-        super().__init__(fd, map=socket_map)
-        self.data = bytearray()
+    class FileReader(asyncore.file_dispatcher):
+        """Reads a file to its end (a regular file is always ready)."""
 
-    def writable(self) -> bool:
-        return False
+        def __init__(self, fd: int, socket_map: Any) -> None:
+            super().__init__(fd, map=socket_map)
+            self.data = bytearray()
 
-    def handle_read(self) -> None:
-        self.data += self.recv(4096)
+        def writable(self) -> bool:
+            return False
 
-    def handle_close(self) -> None:
-        self.close()
+        def handle_read(self) -> None:
+            self.data += self.recv(4096)
+
+        def handle_close(self) -> None:
+            self.close()
 
 
+@pytest.mark.skipif(
+    not hasattr(asyncore, "file_dispatcher"), reason="file_dispatcher exists on POSIX only, as in 3.11"
+)
 def test_run_map_reads_a_regular_file(
     new_loop: LoopFactory, socket_map: asyncore.SocketMap, tmp_path: Any
 ) -> None:

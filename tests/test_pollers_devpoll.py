@@ -18,7 +18,12 @@ from fakes.support import events_of, quick, wait_for
 from pollers import NVAL, READ, WRITE
 from pollers._devpoll import DevpollPoller
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(
+        not hasattr(select, "poll"), reason="the fake kernel waits with select.poll(), which Windows lacks"
+    ),
+]
 
 Pair = Tuple[socket.socket, socket.socket]
 

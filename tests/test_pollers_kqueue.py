@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 from tempfile import TemporaryFile
 from typing import Iterator, List, Tuple
@@ -31,7 +32,12 @@ from fakes.support import events_of, quick, wait_for
 from pollers import ERR, HUP, NVAL, PRI, READ, WRITE
 from pollers._kqueue import KqueuePoller
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.skipif(
+        not hasattr(select, "poll"), reason="the fake kernel waits with select.poll(), which Windows lacks"
+    ),
+]
 
 Pair = Tuple[socket.socket, socket.socket]
 R, W = KQ_FILTER_READ, KQ_FILTER_WRITE
