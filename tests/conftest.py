@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from helpers import Sockets, release_map
-from windows_rules import posix_only_reason, requested, windows_rules  # noqa: F401 (a fixture)
+from windows_rules import marked_posix_only, posix_only_reason, requested, windows_rules  # noqa: F401 (a fixture)
 
 import pollers
 from asyncio_compat import SocketMap
@@ -127,6 +128,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "windows_rules: imposes the Windows rules itself (never skipped by --windows-rules)"
     )
+    config.addinivalue_line(
+        "markers", "posix_only(reason): tests what Windows lacks; skipped with the reason by --windows-rules"
+    )
 
 
 # -- Windows rules (tests/windows_rules.py) ----------------------------------------------
@@ -142,10 +146,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
     if requested(config):
-        for item in items:
-            reason = posix_only_reason(item)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+        _skip_where(items, posix_only_reason)
+    elif sys.platform == "win32":
+        _skip_where(items, marked_posix_only)
+
+
+def _skip_where(items: List[pytest.Item], reason_for: Callable[[pytest.Item], Optional[str]]) -> None:
+    for item in items:
+        reason = reason_for(item)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True)

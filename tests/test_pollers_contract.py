@@ -205,6 +205,7 @@ class Contract:
                 reader.close()
                 writer.close()
 
+    @pytest.mark.posix_only("polls a regular file: Windows' select() takes sockets only")
     def test_regular_files_are_always_ready(self, backend: Backend) -> None:
         with TemporaryFile() as f, backend.make() as p:
             p.register(f, READ | WRITE)
@@ -482,6 +483,7 @@ class TestRealBackends(Contract):
         return real_backend(poller_name)
 
 
+@pytest.mark.posix_only("the fake kqueue and /dev/poll kernels, built on poll(2) and fstat()")
 class TestFakeBackends(Contract):
     """The contract on kqueue and /dev/poll, over the fakes of tests/fakes."""
 

@@ -20,9 +20,7 @@ from pollers._devpoll import DevpollPoller
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.skipif(
-        not hasattr(select, "poll"), reason="the fake kernel waits with select.poll(), which Windows lacks"
-    ),
+    pytest.mark.posix_only("/dev/poll emulated by a fake kernel built on poll(2) and fstat()"),
 ]
 
 Pair = Tuple[socket.socket, socket.socket]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 from tempfile import TemporaryFile
 from typing import Iterator, List, Tuple
@@ -34,9 +33,7 @@ from pollers._kqueue import KqueuePoller
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.skipif(
-        not hasattr(select, "poll"), reason="the fake kernel waits with select.poll(), which Windows lacks"
-    ),
+    pytest.mark.posix_only("kqueue emulated by a fake kernel built on poll(2) and fstat()"),
 ]
 
 Pair = Tuple[socket.socket, socket.socket]

@@ -49,6 +49,7 @@ def _is_open(fd: int) -> bool:
     return True
 
 
+@pytest.mark.posix_only("an fd number above FD_SETSIZE: Windows counts sockets, not fd numbers")
 def test_select_refuses_an_fd_above_fd_setsize_at_register(high_fd: int) -> None:
     with pollers.get("select")() as p:
         with pytest.raises(ValueError, match=f"fd {high_fd} is out of range for select.*FD_SETSIZE"):
@@ -88,6 +89,7 @@ def _select_failing_with(code: int) -> Any:
     return fake_select
 
 
+@pytest.mark.posix_only("fstat() tells open fds from a failing select(); on Windows select() itself is asked")
 def test_ebadf_with_every_fd_open_is_raised(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     # a kernel answer that cannot be provoked on demand: driven by a fake select()
     with pollers.get("select")() as p:

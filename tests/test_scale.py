@@ -18,6 +18,8 @@ from asyncio_compat import asyncore
 # Windows has no resource module, and its only backend, select(), watches 512 sockets at most
 resource = pytest.importorskip("resource", reason="no resource module (Windows): no fd limit to raise")
 
+pytestmark = pytest.mark.posix_only("5,000 sockets: Windows' select() watches 512 at most")
+
 CONNECTIONS = 5000
 WAVE = 500  # connects in flight at once: stays under the listen backlog
 PAYLOAD_SIZE = 2048

@@ -44,6 +44,8 @@ import pytest
 import pollers._platform
 
 OPTION = "--windows-rules"
+# ``@pytest.mark.posix_only("needs what Windows lacks")``: skipped under the rules
+POSIX_ONLY_MARKER = "posix_only"
 ENV_VAR = "ASYNCIO_COMPAT_TEST_WINDOWS_RULES"
 
 # what Windows' select module lacks
@@ -263,15 +265,30 @@ _POSIX_ONLY = (
 )
 
 
+def marked_posix_only(item: pytest.Item) -> Optional[str]:
+    """The reason of the ``posix_only`` marker on ``item`` (or its class or module), if any.
+
+    Such a test is skipped on Windows itself too (see tests/conftest.py).
+    """
+    marked = item.get_closest_marker(POSIX_ONLY_MARKER)
+    return str(marked.args[0]) if marked else None
+
+
 def posix_only_reason(item: pytest.Item) -> Optional[str]:
     """Why ``item`` cannot run under the Windows rules, or None if it can.
 
-    Looks for the names of POSIX-only features in the test function's source
-    and in its id (parameters such as "UnixStreamServer").  A test marked
-    ``windows_rules`` handles the rules itself and is never skipped.
+    A test (or its class or module) marked ``posix_only(reason)`` tests what
+    Windows lacks in a way no word in its source shows (a fake kqueue, a
+    descriptor limit).  Otherwise looks for the names of POSIX-only features
+    in the test function's source and in its id (parameters such as
+    "UnixStreamServer").  A test marked ``windows_rules`` handles the rules
+    itself and is never skipped.
     """
     if item.get_closest_marker("windows_rules"):
         return None
+    marked = marked_posix_only(item)
+    if marked:
+        return f"{marked} ({OPTION})"
     function = getattr(item, "function", None)
     try:
         source = inspect.getsource(function) if function is not None else ""
