@@ -6,11 +6,11 @@ import os
 import socket
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 from helpers import Sockets, release_map
-from windows_rules import marked_posix_only, posix_only_reason, requested, windows_rules  # noqa: F401 (a fixture)
+from windows_rules import posix_only_reason, requested, windows_rules  # noqa: F401 (a fixture)
 
 import pollers
 from asyncio_compat import SocketMap
@@ -145,17 +145,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
-    if requested(config):
-        _skip_where(items, posix_only_reason)
-    elif sys.platform == "win32":
-        _skip_where(items, marked_posix_only)
-
-
-def _skip_where(items: List[pytest.Item], reason_for: Callable[[pytest.Item], Optional[str]]) -> None:
-    for item in items:
-        reason = reason_for(item)
-        if reason:
-            item.add_marker(pytest.mark.skip(reason=reason))
+    # on Windows itself the same tests skip: what the rules run here is what runs there
+    if requested(config) or sys.platform == "win32":
+        for item in items:
+            reason = posix_only_reason(item)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True)

@@ -265,15 +265,6 @@ _POSIX_ONLY = (
 )
 
 
-def marked_posix_only(item: pytest.Item) -> Optional[str]:
-    """The reason of the ``posix_only`` marker on ``item`` (or its class or module), if any.
-
-    Such a test is skipped on Windows itself too (see tests/conftest.py).
-    """
-    marked = item.get_closest_marker(POSIX_ONLY_MARKER)
-    return str(marked.args[0]) if marked else None
-
-
 def posix_only_reason(item: pytest.Item) -> Optional[str]:
     """Why ``item`` cannot run under the Windows rules, or None if it can.
 
@@ -282,13 +273,14 @@ def posix_only_reason(item: pytest.Item) -> Optional[str]:
     descriptor limit).  Otherwise looks for the names of POSIX-only features
     in the test function's source and in its id (parameters such as
     "UnixStreamServer").  A test marked ``windows_rules`` handles the rules
-    itself and is never skipped.
+    itself and is never skipped.  The same tests skip on Windows itself
+    (tests/conftest.py).
     """
     if item.get_closest_marker("windows_rules"):
         return None
-    marked = marked_posix_only(item)
+    marked = item.get_closest_marker(POSIX_ONLY_MARKER)
     if marked:
-        return f"{marked} ({OPTION})"
+        return f"{marked.args[0]} ({OPTION})"
     function = getattr(item, "function", None)
     try:
         source = inspect.getsource(function) if function is not None else ""
