@@ -129,7 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "windows_rules: imposes the Windows rules itself (never skipped by --windows-rules)"
     )
     config.addinivalue_line(
-        "markers", "posix_only(reason): tests what Windows lacks; skipped with the reason by --windows-rules"
+        "markers", "posix_only(reason): tests what Windows lacks; skipped on Windows and by --windows-rules"
     )
 
 

@@ -19,7 +19,13 @@ reads to follow them.  The import-time capabilities (``os.name``, ``os.fork``,
 :func:`import_as_on_windows` executes a fresh copy of one module without
 them, and :func:`posix_only_reason` names why a test that needs them is
 skipped when the whole run follows the rules (``pytest --windows-rules`` or
-``ASYNCIO_COMPAT_TEST_WINDOWS_RULES=1``; see tests/conftest.py).
+``ASYNCIO_COMPAT_TEST_WINDOWS_RULES=1``; see tests/conftest.py), and on
+Windows itself.  A test that needs what Windows lacks in a way its source
+does not name says so with ``@pytest.mark.posix_only("reason")``.
+
+What a test module may use at import is checked apart:
+:func:`import_as_windows_would` imports every test module in a fresh
+interpreter stripped of what Windows lacks (tests/test_windows_collect.py).
 """
 
 from __future__ import annotations
@@ -278,9 +284,10 @@ def posix_only_reason(item: pytest.Item) -> Optional[str]:
     """
     if item.get_closest_marker("windows_rules"):
         return None
+    where = f" ({OPTION})" if requested(item.config) else ""  # else on Windows itself
     marked = item.get_closest_marker(POSIX_ONLY_MARKER)
     if marked:
-        return f"{marked.args[0]} ({OPTION})"
+        return f"{marked.args[0]}{where}"
     function = getattr(item, "function", None)
     try:
         source = inspect.getsource(function) if function is not None else ""
@@ -288,5 +295,5 @@ def posix_only_reason(item: pytest.Item) -> Optional[str]:
         source = ""
     for word, feature in _POSIX_ONLY:
         if word in source or word in item.name:
-            return f"needs {feature}, which Windows lacks ({OPTION})"
+            return f"needs {feature}, which Windows lacks{where}"
     return None
