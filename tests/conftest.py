@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -127,6 +128,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "windows_rules: imposes the Windows rules itself (never skipped by --windows-rules)"
     )
+    config.addinivalue_line(
+        "markers", "posix_only(reason): tests what Windows lacks; skipped on Windows and by --windows-rules"
+    )
 
 
 # -- Windows rules (tests/windows_rules.py) ----------------------------------------------
@@ -141,7 +145,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
-    if requested(config):
+    # on Windows itself the same tests skip: what the rules run here is what runs there
+    if requested(config) or sys.platform == "win32":
         for item in items:
             reason = posix_only_reason(item)
             if reason:

@@ -34,6 +34,10 @@ from asyncio_compat.timers import TimerHandle, call_every, call_later
 
 pytestmark = pytest.mark.timeout(20)
 
+# A hosted event loop waits on its selector's own fd (epoll, kqueue, devpoll), which
+# Windows lacks: there HostedEventLoop() raises ValueError, as its docstring says.
+hosts_asyncio = pytest.mark.posix_only("hosts asyncio through a selector's own fd, which Windows lacks")
+
 T = TypeVar("T")
 LONG = 30.0  # a loop() timeout no test may sit out
 PAYLOAD = bytes(range(256)) * 1024  # 256 KiB: more than one send() takes
@@ -260,23 +264,28 @@ def test_run_map_of_an_empty_map_returns_at_once(
     assert _loop.existing_loop(socket_map) is None
 
 
-class FileReader(asyncore.file_dispatcher):
-    """Reads a file to its end (a regular file is always ready)."""
+if hasattr(asyncore, "file_dispatcher"):  # POSIX only, as in 3.11
 
-    def __init__(self, fd: int, socket_map: Any) -> None:
-        super().__init__(fd, map=socket_map)
-        self.data = bytearray()
+    class FileReader(asyncore.file_dispatcher):
+        """Reads a file to its end (a regular file is always ready)."""
 
-    def writable(self) -> bool:
-        return False
+        def __init__(self, fd: int, socket_map: Any) -> None:
+            super().__init__(fd, map=socket_map)
+            self.data = bytearray()
 
-    def handle_read(self) -> None:
-        self.data += self.recv(4096)
+        def writable(self) -> bool:
+            return False
 
-    def handle_close(self) -> None:
-        self.close()
+        def handle_read(self) -> None:
+            self.data += self.recv(4096)
+
+        def handle_close(self) -> None:
+            self.close()
 
 
+@pytest.mark.skipif(
+    not hasattr(asyncore, "file_dispatcher"), reason="file_dispatcher exists on POSIX only, as in 3.11"
+)
 def test_run_map_reads_a_regular_file(
     new_loop: LoopFactory, socket_map: asyncore.SocketMap, tmp_path: Any
 ) -> None:
@@ -496,6 +505,7 @@ def test_attach_refuses_bad_arguments(socket_map: asyncore.SocketMap) -> None:
 # == asyncio inside legacy code ==========================================================
 
 
+@hosts_asyncio
 def test_asyncore_loop_runs_an_asyncio_server_for_a_dispatcher_client(
     default_poller: str, socket_map: asyncore.SocketMap
 ) -> None:
@@ -511,6 +521,7 @@ def test_asyncore_loop_runs_an_asyncio_server_for_a_dispatcher_client(
     assert len(socket_map) == 0 and _loop.existing_loop(socket_map) is None
 
 
+@hosts_asyncio
 def test_run_coroutine_runs_an_asyncio_client_of_an_asyncore_server(
     default_poller: str, socket_map: asyncore.SocketMap
 ) -> None:
@@ -529,6 +540,7 @@ def test_run_coroutine_runs_an_asyncio_client_of_an_asyncore_server(
     assert len(socket_map) == 0
 
 
+@hosts_asyncio
 def test_run_coroutine_raises_the_coroutine_error_and_keeps_serving(
     default_poller: str, socket_map: asyncore.SocketMap
 ) -> None:
@@ -550,6 +562,7 @@ def test_run_coroutine_raises_the_coroutine_error_and_keeps_serving(
         peer.close()
 
 
+@hosts_asyncio
 def test_run_coroutine_propagates_cancellation(default_poller: str, socket_map: asyncore.SocketMap) -> None:
     async def cancelled() -> None:
         task = asyncio.current_task()
@@ -561,6 +574,7 @@ def test_run_coroutine_propagates_cancellation(default_poller: str, socket_map: 
         run_coroutine(cancelled(), socket_map)
 
 
+@hosts_asyncio
 def test_waiting_for_asyncio_timers_is_not_a_busy_loop(
     default_poller: str, socket_map: asyncore.SocketMap
 ) -> None:
@@ -582,6 +596,7 @@ def test_waiting_for_asyncio_timers_is_not_a_busy_loop(
         peer.close()
 
 
+@hosts_asyncio
 def test_gui_hook_never_blocks_on_a_hosted_loop(default_poller: str, socket_map: asyncore.SocketMap) -> None:
     host = hosted_event_loop(socket_map)
     fired: List[str] = []
@@ -599,6 +614,7 @@ def test_gui_hook_never_blocks_on_a_hosted_loop(default_poller: str, socket_map:
         host.close()
 
 
+@hosts_asyncio
 def test_another_thread_can_submit_work(default_poller: str, socket_map: asyncore.SocketMap) -> None:
     host = hosted_event_loop(socket_map)
     results: List[Any] = []

@@ -29,6 +29,8 @@ TIMEOUT = 60.0
 HAS_STDLIB_ASYNCORE = sys.version_info < (3, 12)
 
 resource = pytest.importorskip("resource", reason="no resource module (Windows): limits not settable")
+# the command runs in a subprocess, outside the rules: it reports the pollers and limits Linux has
+pytestmark = pytest.mark.posix_only("descriptor limits (resource), which Windows lacks")
 
 
 # -- running the command -----------------------------------------------------

@@ -518,6 +518,7 @@ def test_loop_model(poller_name: str) -> None:
     _run_model(poller_name)
 
 
+@pytest.mark.posix_only("the fake kqueue and /dev/poll kernels, built on poll(2) and fstat()")
 @pytest.mark.parametrize("fake", ["kqueue", "devpoll"])
 def test_loop_model_on_fake_kernels(fake: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """kqueue and /dev/poll do not exist here: the same model over tests/fakes."""

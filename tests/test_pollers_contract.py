@@ -39,6 +39,8 @@ from pollers._kqueue import KqueuePoller
 
 pytestmark = pytest.mark.timeout(30)
 
+needs_alarms = pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM and setitimer()")
+
 Pair = Tuple[socket.socket, socket.socket]
 
 # Calls on a kernel object that wait or manage the object, not change interest.
@@ -205,6 +207,7 @@ class Contract:
                 reader.close()
                 writer.close()
 
+    @pytest.mark.posix_only("polls a regular file: Windows' select() takes sockets only")
     def test_regular_files_are_always_ready(self, backend: Backend) -> None:
         with TemporaryFile() as f, backend.make() as p:
             p.register(f, READ | WRITE)
@@ -291,6 +294,7 @@ class Contract:
             finally:
                 sender.join()
 
+    @needs_alarms
     def test_signal_during_poll_does_not_escape(self, backend: Backend, pair: Pair) -> None:
         with backend.make() as p, _alarms(lambda: None) as hits:
             p.register(pair[0], READ)
@@ -299,6 +303,7 @@ class Contract:
             elapsed = time.monotonic() - start
         assert hits and elapsed >= 0.2
 
+    @needs_alarms
     def test_signal_during_blocking_poll_resumes_the_wait(self, backend: Backend, pair: Pair) -> None:
         reader, writer = pair
 
@@ -482,6 +487,7 @@ class TestRealBackends(Contract):
         return real_backend(poller_name)
 
 
+@pytest.mark.posix_only("the fake kqueue and /dev/poll kernels, built on poll(2) and fstat()")
 class TestFakeBackends(Contract):
     """The contract on kqueue and /dev/poll, over the fakes of tests/fakes."""
 

@@ -18,7 +18,10 @@ from fakes.support import events_of, quick, wait_for
 from pollers import NVAL, READ, WRITE
 from pollers._devpoll import DevpollPoller
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.posix_only("/dev/poll emulated by a fake kernel built on poll(2) and fstat()"),
+]
 
 Pair = Tuple[socket.socket, socket.socket]
 

@@ -18,6 +18,7 @@ from pollers import NVAL, PRI, READ, WRITE
 pytestmark = [
     pytest.mark.timeout(30),
     pytest.mark.skipif(not hasattr(select, "epoll"), reason="no epoll on this platform"),
+    pytest.mark.posix_only("epoll, which Windows lacks"),
 ]
 
 Pair = Tuple[socket.socket, socket.socket]

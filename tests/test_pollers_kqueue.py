@@ -31,7 +31,10 @@ from fakes.support import events_of, quick, wait_for
 from pollers import ERR, HUP, NVAL, PRI, READ, WRITE
 from pollers._kqueue import KqueuePoller
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [
+    pytest.mark.timeout(30),
+    pytest.mark.posix_only("kqueue emulated by a fake kernel built on poll(2) and fstat()"),
+]
 
 Pair = Tuple[socket.socket, socket.socket]
 R, W = KQ_FILTER_READ, KQ_FILTER_WRITE

@@ -26,6 +26,7 @@ from asyncio_compat.workers import WorkerError, WorkerPool, reuse_port_available
 pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes need os.fork()"),
+    pytest.mark.posix_only("worker processes need os.fork()"),
 ]
 
 REPO = str(Path(__file__).resolve().parent.parent)

@@ -26,10 +26,13 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
+from pollers import PRI, READ, WRITE
+
 from ._common import FakeKernelObject, as_fd, real_poll
 
 POLLREMOVE = 0x0800  # Solaris <sys/poll.h>
-_DEFAULT_MASK = select.POLLIN | select.POLLPRI | select.POLLOUT
+# select.POLLIN | POLLPRI | POLLOUT, spelled with pollers' equal flags: Windows' select has no POLL*
+_DEFAULT_MASK = READ | PRI | WRITE
 
 
 class FakeDevpoll(FakeKernelObject):

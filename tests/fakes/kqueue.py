@@ -37,6 +37,8 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import pytest
 
+from pollers import ERR, HUP
+
 from ._common import (
     FakeKernelObject,
     Identity,
@@ -68,7 +70,8 @@ MODES = ("macos", "freebsd")
 # Linux reports a peer's half-close as POLLRDHUP only when asked; kqueue sets
 # EV_EOF on the read filter for it.
 _RDHUP = getattr(select, "POLLRDHUP", 0)
-_EOF_BITS = select.POLLHUP | select.POLLERR
+# select.POLLHUP | POLLERR, spelled with pollers' equal flags: Windows' select has no POLL*
+_EOF_BITS = HUP | ERR
 
 Pair = Tuple[int, int]
 
