@@ -138,8 +138,8 @@ def windows_rules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def import_as_on_windows(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """A fresh copy of module ``name``, executed with os.name "nt", no os.fork and no AF_UNIX.
 
-    The copy is not put in ``sys.modules``: the imported module stays as it
-    was.  Raises what executing the module raises (an ImportError for a
+    The copy sits in ``sys.modules`` only while it executes: afterwards the
+    imported module is back as it was.  Raises what executing the module raises (an ImportError for a
     module that does not exist on Windows).
     """
     found = importlib.util.find_spec(name)
@@ -149,6 +149,9 @@ def import_as_on_windows(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleTy
     module = importlib.util.module_from_spec(spec)
     with monkeypatch.context() as patch:
         without_posix_capabilities(patch)
+        # in sys.modules while it runs, as an import would have it (dataclasses
+        # look their module up there); the context puts the original back
+        patch.setitem(sys.modules, name, module)
         spec.loader.exec_module(module)
     return module
 
