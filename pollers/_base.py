@@ -363,6 +363,11 @@ class SweepingPoller(Poller):
                 stale = self._closed_fds()
                 if stale:
                     return stale
+            if timeout == 0.0:
+                # what the lines below come to for a zero timeout, without
+                # min(), max() and a second clock read: 2,800 of 32,400
+                # instructions per loop(0, count=1) (callgrind, 3.11)
+                return self._wait(0.0)
             slice_end = self._next_sweep if deadline is None else min(deadline, self._next_sweep)
             ready = self._wait(max(0.0, slice_end - now))
             if ready:
