@@ -408,7 +408,12 @@ class MapLoop:
             ready = self.poller.poll(self.timers.clip(timeout))
         owners = self.owners
         # bind each event to its owner now: handlers may close and reuse fds
-        events: List[Event] = [(fd, owners[fd], flags) for fd, flags in ready if fd in owners]
+        events: List[Event] = []
+        # a loop, not a comprehension: saves the comprehension's frame, 1,560
+        # of 26,200 instructions per loop(0, count=1) (callgrind, 3.11)
+        for fd, flags in ready:
+            if fd in owners:
+                events.append((fd, owners[fd], flags))
         # A channel that just handled an event may want something else now:
         # look at once.  (Polled channels are asked next pass anyway, and an
         # untracked map is compared in full.)
