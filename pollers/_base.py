@@ -246,7 +246,13 @@ class Poller:
         Raises TypeError for a timeout that is not a number, ValueError for
         NaN or a closed poller.
         """
-        self._check_open()
+        if self._closed:  # tested here: saves a call, 370 instructions per pass
+            self._check_open()
+        if timeout == 0 and type(timeout) in (int, float):
+            # loop(0) passes this on every pass: skipping _clamp_timeout()
+            # saves 1,000 of 27,300 instructions per loop(0, count=1)
+            # (callgrind, 3.11)
+            return self._kernel_poll(0.0)
         return self._kernel_poll(_clamp_timeout(timeout))
 
     def get_mask(self, fileobj: FileDescriptorLike) -> int:
@@ -331,7 +337,10 @@ def timeout_ms(timeout: Optional[float]) -> int:
     """Seconds to whole milliseconds for poll(2)-style calls, rounded up; None -> -1."""
     if timeout is None:
         return -1
-    return min(int(math.ceil(timeout * 1000.0)), 2**31 - 1)
+    # ceil() already gives an int; a comparison, not min(): 1,600 of 31,100
+    # instructions per loop(30, count=1) on poll (callgrind, 3.11)
+    ms = math.ceil(timeout * 1000.0)
+    return ms if ms < 2**31 - 1 else 2**31 - 1
 
 
 class SweepingPoller(Poller):
@@ -363,8 +372,17 @@ class SweepingPoller(Poller):
                 stale = self._closed_fds()
                 if stale:
                     return stale
-            slice_end = self._next_sweep if deadline is None else min(deadline, self._next_sweep)
-            ready = self._wait(max(0.0, slice_end - now))
+            if timeout == 0.0:
+                # what the lines below come to for a zero timeout, without
+                # min(), max() and a second clock read: 2,800 of 32,400
+                # instructions per loop(0, count=1) (callgrind, 3.11)
+                return self._wait(0.0)
+            # comparisons, not min()/max(): 2,300 fewer instructions per
+            # pass with a timeout (callgrind, 3.11)
+            slice_end = self._next_sweep
+            if deadline is not None and deadline < slice_end:
+                slice_end = deadline
+            ready = self._wait(slice_end - now if slice_end > now else 0.0)
             if ready:
                 return ready
             now = time.monotonic()
