@@ -50,7 +50,13 @@ import threading
 import time
 import traceback
 from types import FrameType
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    # only read by type checkers: annotations are strings at run time (PEP 563)
+    from typing_extensions import TypedDict, Unpack
+else:
+    from typing import TypedDict
 
 if not hasattr(os, "fork"):
     # Absent where fork() is missing, as the standard library leaves out
@@ -65,9 +71,22 @@ from . import asyncore  # after the guard: file_dispatcher is POSIX-only too
 from ._loop import SocketMap, pushes_interest
 from ._shutdown import shutdown
 
-__all__ = ["WorkerError", "WorkerPool", "serve_workers", "reuse_port_available"]
+__all__ = ["PoolOptions", "WorkerError", "WorkerPool", "serve_workers", "reuse_port_available"]
 
 Address = Union[Tuple[Any, ...], str]
+
+
+class PoolOptions(TypedDict, total=False):
+    """The :class:`WorkerPool` keywords that :func:`serve_workers` passes on as given.
+
+    One definition of these options, with their types, for both entry points
+    (their defaults are :class:`WorkerPool`'s).
+    """
+
+    backlog: int
+    reuse_port: Optional[bool]
+    poller: Any
+    loop_timeout: float
 MakeServer = Callable[[socket.socket], object]
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -534,15 +553,15 @@ def serve_workers(
     workers: Optional[int] = None,
     address: Address = ("127.0.0.1", 0),
     *,
-    backlog: int = 1024,
-    reuse_port: Optional[bool] = None,
-    poller: Any = None,
     grace: float = 5.0,
     on_ready: Optional[Callable[[WorkerPool], object]] = None,
+    **options: Unpack[PoolOptions],
 ) -> None:
     """Serve ``address`` with ``workers`` processes (default: one per CPU) until stopped.
 
-    See :class:`WorkerPool` for ``make_server`` and the other arguments.
+    See :class:`WorkerPool` for ``make_server`` and the other arguments;
+    ``options`` are its ``backlog``, ``reuse_port``, ``poller`` and
+    ``loop_timeout`` keywords (:class:`PoolOptions`), passed on as given.
     ``on_ready(pool)`` is called in the parent once the workers run (the pool
     knows the bound ``address`` and the ``pids``).  Returns after SIGTERM or
     SIGINT to this process (which stops the workers, giving them ``grace``
@@ -554,7 +573,7 @@ def serve_workers(
     :class:`WorkerPool` raises for bad arguments or a failed bind.
     """
     pool = WorkerPool(
-        make_server, workers, address, backlog=backlog, reuse_port=reuse_port, poller=poller,
+        make_server, workers, address, **options,
         shutdown_grace=grace * 0.8,  # the workers finish before they would be killed
     )
     codes = _run_until_stopped(pool, on_ready, grace)
