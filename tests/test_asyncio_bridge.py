@@ -381,7 +381,9 @@ def test_cancelling_run_map_hands_the_channels_back_to_asyncore_loop(
     mine, peer = socket.socketpair()
     reader = Reader(mine, socket_map)
     pending: List[str] = []
-    call_later(0.05, pending.append, "timer kept across the hand-over", map=socket_map)
+    # due well after the hand-over even on a loaded machine (at 0.05 s it
+    # could fire inside run_map, leaving no timer to hand over)
+    call_later(0.5, pending.append, "timer kept across the hand-over", map=socket_map)
 
     async def main() -> None:
         task = asyncio.ensure_future(run_map(socket_map))

@@ -210,9 +210,17 @@ def strip_to_windows(patch: pytest.MonkeyPatch) -> None:
     _keep_only(patch, select, WINDOWS_SELECT_NAMES)
 
 
+_OUR_PACKAGES = frozenset({"asyncio_compat", "pollers", "asyncore", "asynchat"})
+
+
 def _drop_our_modules(root: str) -> None:
+    # Ours by package name (tox installs them in a venv inside the checkout)
+    # or by living in the checkout, but never a venv's site-packages there:
+    # a second copy of pytest would make pytest.skip.Exception another class.
     for name, module in list(sys.modules.items()):
-        if (getattr(module, "__file__", None) or "").startswith(root):
+        path = getattr(module, "__file__", None) or ""
+        in_checkout = path.startswith(root) and "site-packages" not in path
+        if name.partition(".")[0] in _OUR_PACKAGES or in_checkout:
             del sys.modules[name]
 
 
