@@ -42,15 +42,19 @@ def run(
     env: Optional[Dict[str, str]] = None,
     preexec: Optional[Callable[[], None]] = None,
     code: Optional[str] = None,
+    no_site: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m asyncio_compat *args`` from the worktree root with PYTHONPATH=``path``
-    (or ``python -c code``); the caller's poller choice is not inherited."""
+    (or ``python -c code``); the caller's poller choice is not inherited.
+    ``no_site`` runs ``python -S``: no site-packages, where tox installs our
+    drop-in modules."""
     child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ASYNCIO_COMPAT_POLLER")}
     child_env["PYTHONPATH"] = os.pathsep.join(str(p) for p in path)
     child_env.update(env or {})
     command = ["-c", code] if code is not None else ["-m", "asyncio_compat", *args]
+    flags = ["-S"] if no_site else []
     return subprocess.run(
-        [sys.executable, *command], cwd=ROOT, env=child_env, capture_output=True,
+        [sys.executable, *flags, *command], cwd=ROOT, env=child_env, capture_output=True,
         text=True, timeout=TIMEOUT, preexec_fn=preexec,
     )
 
@@ -155,7 +159,7 @@ def test_json_the_drop_in_on_the_path_is_ours(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["asyncore", "asynchat"])
 def test_json_without_the_drop_in(name: str) -> None:
-    report = run_json(path=[ROOT])
+    report = run_json(path=[ROOT], no_site=True)
     entry = module_entry(report, name)
     if HAS_STDLIB_ASYNCORE:
         assert entry["kind"] == "stdlib"
