@@ -22,7 +22,6 @@ inline copy and these functions agree on every outcome.
 from __future__ import annotations
 
 import sys
-import traceback
 from errno import EBADF, ECONNABORTED, ECONNRESET, ENOTCONN, EPIPE, ESHUTDOWN
 from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Type
 
@@ -124,6 +123,11 @@ def report_error(obj: HandlesErrors) -> None:
     except RERAISED:
         raise
     except BaseException:
+        # imported here, on the first error: traceback pulls in linecache,
+        # tokenize and textwrap, 0.3 MB of peak RSS (VmHWM, 3.11) that 3.11's
+        # asyncore does not load at import
+        import traceback
+
         traceback.print_exc()
 
 
@@ -140,6 +144,8 @@ def call_reported(callback: Callable[..., object], args: Tuple[object, ...], sou
     except RERAISED:
         raise
     except BaseException:
+        import traceback  # on the first error only, as in report_error
+
         sys.stderr.write(f"error: uncaptured python exception in {source} {callback!r}\n")
         traceback.print_exc()
 

@@ -27,7 +27,6 @@ from ._delivery import call_reported
 from ._timers import TimerHandle
 from .asynchat import async_chat
 from .asyncore import dispatcher_with_send
-from .socketserver import ServerChannel
 
 __all__ = ["CHECK_INTERVAL", "shutdown"]
 
@@ -59,6 +58,11 @@ class _Stop:
 
     def sort(self, channels: List[Tuple[int, Any]]) -> None:
         """Act on each ``(fd, channel)`` of the map as the module docstring says."""
+        # imported at the call, not with the package: the socketserver
+        # package (and threading, io, traceback with it) is ~1 MB of peak RSS
+        # that a program not using it should not pay
+        from .socketserver import ServerChannel
+
         for fd, channel in channels:
             if isinstance(channel, ServerChannel):
                 server = channel.server

@@ -11,7 +11,6 @@ import heapq
 import itertools
 import sys
 import time
-import traceback
 from typing import Any, Callable, List, Optional, Tuple
 
 from ._delivery import RERAISED
@@ -209,5 +208,7 @@ def report_timer_error(handle: TimerHandle) -> None:
     Writes ``error: uncaptured python exception in timer <callback>`` and the
     traceback to stderr.  The loop and the other timers go on.
     """
+    import traceback  # see _delivery.report_error: imported on the first error only
+
     sys.stderr.write(f"error: uncaptured python exception in timer {handle.callback!r}\n")
     traceback.print_exc()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 
 def finite_number(value: object, name: str, accepted: str = "a number of seconds") -> float:
@@ -13,8 +12,13 @@ def finite_number(value: object, name: str, accepted: str = "a number of seconds
     is not a duration), ValueError for NaN or an infinity; both messages name
     the parameter ``name`` (the TypeError says it must be ``accepted``).
     """
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be {accepted}, not {type(value).__name__}")
+    if type(value) is not float and type(value) is not int:
+        # numbers (0.05 MB of peak RSS) loads only for a value that is
+        # neither float nor int (a bool, a Fraction, a numpy scalar...)
+        from numbers import Real
+
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"{name} must be {accepted}, not {type(value).__name__}")
     result = float(value)
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite, got {result!r}")
