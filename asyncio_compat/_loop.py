@@ -254,10 +254,15 @@ class MapLoop:
         # fd -> callback: fds watched for READ that are not channels (see watch_fd)
         self.watched: Dict[int, Callable[[], None]] = {}
         self.watches_to_register: Set[int] = set()  # see watch_fd
-        # inside the poller's wait, where a signal handler may run: forget()
-        # must not close the poller that PEP 475 is about to wait on again
-        # (issue 14), and a channel added or removed there calls wake()
+        # passes in progress (nested loop() calls make it more than one):
+        # forget() must not close the poller under a pass, where a handler,
+        # a timer or a signal handler may empty the map and fill it again
+        self.running = 0
+        # inside the poller's wait, where a signal handler may run: a channel
+        # added or removed there calls wake() (issue 14)
         self.waiting = False
+        # a channel joined or left the map since this pass began (see run_pass)
+        self.moved = False
         self.wake_pipe: Optional[Tuple[int, int]] = None  # see wake()
         for hook in _NEW_LOOP_HOOKS:
             hook(self)
@@ -422,26 +427,37 @@ class MapLoop:
         ``poll2()`` did (hang-ups call ``handle_close``) or as its select
         ``poll()`` did (see :func:`~asyncio_compat._delivery.deliver_select`).
         """
-        if _debug.enabled:  # one read per pass; nothing per event while debug mode is off
-            self._run_debug_pass(timeout, poll_semantics)
-            return
+        # Counted for forget(): a handler, timer or signal handler may empty
+        # the map (close_all()) and then add channels again within the pass,
+        # which must go on with this poller.  The try costs nothing on 3.11+.
+        self.running += 1
+        try:
+            if _debug.enabled:  # one read per pass; nothing per event while debug mode is off
+                self._run_debug_pass(timeout, poll_semantics)
+            else:
+                self._run_pass(timeout, poll_semantics)
+        finally:
+            self.running -= 1
+            self.waiting = False
+
+    def _run_pass(self, timeout: Optional[float], poll_semantics: bool) -> None:
         self.passes += 1
+        # A signal handler may add or close channels at any point.  Up to the
+        # end of sync() they are seen; from there to the next line, the
+        # change sets ``moved`` (see channel_moved) and the pass does not
+        # wait; in the wait (which PEP 475 resumes on the old set) the change
+        # calls wake().  With the watched check below, about 190
+        # instructions of a 37,000-instruction loop(0, count=1) (callgrind,
+        # 3.11).  run_pass() clears ``waiting`` if the wait raises.
+        self.moved = False
         self.sync()
-        if self.synthetic:
+        self.waiting = True
+        if self.synthetic or self.moved:
             ready, self.synthetic = self.synthetic, []
             ready += self.poller.poll(0)
         else:
-            # a signal handler may run inside the wait (PEP 475 retries it
-            # afterwards): see wake() and forget().  With the watched check
-            # below, about 190 instructions of a 37,000-instruction
-            # loop(0, count=1) (callgrind, 3.11)
-            self.waiting = True
-            try:
-                ready = self.poller.poll(self.timers.clip(timeout))
-            except BaseException:
-                self.waiting = False
-                raise
-            self.waiting = False
+            ready = self.poller.poll(self.timers.clip(timeout))
+        self.waiting = False
         if self.watched:  # signal pipes, a wake pipe: empty in most programs
             ready = self._serve_watched(ready)
         self.events += len(ready)
@@ -468,13 +484,12 @@ class MapLoop:
         if monitor is None:
             monitor = self.monitor = _debug.new_monitor()
         self.passes += 1
+        self.moved = False  # as in _run_pass
         self.sync()
+        self.waiting = True
         ready, self.synthetic = self.synthetic, []
-        self.waiting = True  # as in run_pass: a signal handler may run in the wait
-        try:
-            ready += monitor.wait(self.poller.poll, 0 if ready else self.timers.clip(timeout))
-        finally:
-            self.waiting = False
+        ready += monitor.wait(self.poller.poll, 0 if ready or self.moved else self.timers.clip(timeout))
+        self.waiting = False
         if self.watched:
             ready = self._serve_watched(ready)
         self.events += len(ready)
@@ -565,6 +580,11 @@ class MapLoop:
             return
         read_fd, write_fd = os.pipe()
         self.wake_pipe = (read_fd, write_fd)
+        if write_fd in self.poller:
+            # the number of a channel closed since sync() (by an earlier
+            # signal handler): its registration is stale, and the pass that
+            # ends this wait would drop it anyway
+            self._drop(write_fd)
         # served as a watched fd, so run_pass pays nothing for it between wakes
         self.watched[write_fd] = self._end_wake
         self.poller.register(write_fd, WRITE)
@@ -676,8 +696,11 @@ def channel_moved(socket_map: ChannelMap) -> None:
     Only matters during the loop's wait (a signal handler): see :meth:`MapLoop.wake`.
     """
     state = _LOOPS.get(id(socket_map))
-    if state is not None and state.waiting:
-        state.wake()
+    if state is not None:
+        if state.waiting:
+            state.wake()
+        else:
+            state.moved = True
 
 
 def existing_loop(socket_map: ChannelMap) -> Optional[MapLoop]:
@@ -716,12 +739,14 @@ def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (as
 def forget(socket_map: ChannelMap) -> None:
     """Close and drop the MapLoop of a map that emptied (keeps pending timers).
 
-    Called inside the wait of that MapLoop (by a signal handler), it does
-    nothing: the wait is resumed on the poller (PEP 475), and ``loop()``
-    calls it again once the pass is over if the map is still empty.
+    Called during a pass of that MapLoop (by a handler, a timer or a signal
+    handler in the wait), it does nothing: the pass goes on with its poller,
+    which the map may need again before the pass ends (a handler that calls
+    ``close_all()`` and then opens new channels), and ``loop()`` calls it
+    again once its passes are over if the map is still empty.
     """
     state = _LOOPS.get(id(socket_map))
-    if state is None or state.waiting:
+    if state is None or state.running:
         return
     if not state.timers.keeps_loop_running() and not state.pinned:
         del _LOOPS[id(socket_map)]

@@ -113,15 +113,20 @@ def prefork_program() -> Dict[str, Any]:
     port = listener.socket.getsockname()[1]
     asyncore.loop(timeout=0, count=1, use_poll=True)
     pids = []
+    # SIGTERM stays blocked until a child has its handler: sent early, it
+    # would otherwise kill a child that has not installed it yet
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     for _ in range(2):
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, lambda *_: asyncore.close_all())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             try:
                 asyncore.loop(timeout=30, use_poll=True)
             finally:
                 os._exit(0)
         pids.append(pid)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     answers = []
     for _ in range(2):
         clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]

@@ -177,6 +177,47 @@ def test_ratios_and_verdicts() -> None:
     assert "failed" not in text and "0.95" in text
 
 
+def test_targets_of_the_performance_issue() -> None:
+    def row(scenario: str, label: str, value: float, **kw: object) -> Row:
+        family = "ours" if label.startswith("ours") else "stdlib"
+        case = kw.pop("case", "case")
+        return Row(scenario, case, label, family, "unit", value=value, **kw)  # type: ignore[arg-type]
+
+    rows = [
+        # bulk in: ahead per CPU-second, behind on the wall clock
+        row("bulk in", "ours epoll", 90.0, per_cpu=120.0, basis="per_cpu"),
+        row("bulk in", "3.11 asyncore poll", 100.0, per_cpu=100.0, basis="per_cpu"),
+        row("bulk memory", "ours epoll", 210.0, higher_is_better=False, case="bulk in, one"),
+        row("bulk memory", "3.11 asyncore poll", 200.0, higher_is_better=False, case="bulk in, one"),
+        # ours on poll and select against 3.11 on the same backend
+        row("echo", "ours poll", 110.0, per_cpu=110.0, basis="per_cpu"),
+        row("echo", "3.11 asyncore poll", 100.0, per_cpu=100.0, basis="per_cpu"),
+        row("echo", "ours select", 99.0, per_cpu=99.0, basis="per_cpu"),
+        row("echo", "3.11 asyncore select", 100.0, per_cpu=100.0, basis="per_cpu"),
+        row("latency", "ours epoll", 2.0, higher_is_better=False),
+        row("latency", "ours poll", 50.0, higher_is_better=False),
+        row("latency", "3.11 asyncore poll", 200.0, higher_is_better=False),
+        row("latency", "ours select", 210.0, higher_is_better=False),
+        row("latency", "3.11 asyncore select", 160.0, higher_is_better=False),
+    ]
+    results = {text: (value, verdict) for text, value, verdict in report.targets(rows, "ours epoll")}
+
+    def verdict(prefix: str) -> object:
+        return next(found for text, found in results.items() if text.startswith(prefix))
+
+    assert verdict("bulk in: ours >= 1.00 x CPython 3.11 (per server CPU-s)") == (pytest.approx(1.2), "met")
+    assert verdict("bulk in: ours >= 1.00 x CPython 3.11 (wall time)") == (pytest.approx(0.9), "NOT met")
+    assert verdict("bulk in: peak RSS") == (pytest.approx(1.05), "NOT met")
+    assert not any(text.startswith("bulk out") for text in results)  # not measured: not judged
+    # poll: ahead in echo (1.10) and latency (200/50): the worst is echo
+    assert verdict("poll: ours >= 1.00") == (pytest.approx(1.1), "met")
+    assert "worst: echo" in next(text for text in results if text.startswith("poll:"))
+    # select: echo 0.99, latency 160/210 = 0.76 (a lower-is-better figure, inverted)
+    assert verdict("select: ours >= 1.00") == (pytest.approx(160 / 210), "NOT met")
+    assert "worst: latency" in next(text for text in results if text.startswith("select:"))
+    assert verdict("latency: ") == (pytest.approx(2.0), "met")
+
+
 def test_cpu_time_of_this_process_is_read() -> None:
     if not Path("/proc/self/stat").exists():
         pytest.skip("no /proc here")

@@ -126,6 +126,42 @@ PROGRAMS: Dict[str, str] = {
         chan.close()
         peer.close()
     """,
+    "close_all and start again from a handler": """
+        import socket
+        {ours}
+        import asyncore
+
+        class Server(asyncore.dispatcher):
+            def __init__(self):
+                super().__init__()
+                self.create_socket()
+                self.bind(("127.0.0.1", 0))
+                self.listen(5)
+            def handle_accepted(self, sock, addr):
+                sock.close()             # hang up at once
+
+        class Client(asyncore.dispatcher):
+            def __init__(self, round):
+                super().__init__()
+                self.round = round
+                self.create_socket()
+                self.connect(Server().socket.getsockname())
+            def writable(self):
+                return not self.connected
+            def handle_connect(self):
+                print("connect", self.round)
+            def handle_read(self):
+                self.recv(10)
+            def handle_close(self):
+                print("close", self.round)
+                asyncore.close_all()     # the map empties inside the pass...
+                if self.round < 3:
+                    Client(self.round + 1)  # ... and fills again
+
+        Client(1)
+        asyncore.loop(timeout=1.0, use_poll=USE_POLL)
+        print("loop returned with", len(asyncore.socket_map), "channels")
+    """,
 }
 
 OURS = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import asyncio_compat; asyncio_compat.install()"

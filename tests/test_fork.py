@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+import traceback
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -73,8 +74,14 @@ def _child(socket_map: asyncore.SocketMap) -> None:
     code = 1
     try:
         signal.signal(signal.SIGTERM, lambda *_: asyncore.close_all(socket_map))
+        # only now: unblocking first let a SIGTERM already pending kill the
+        # child by the default action before this handler existed (seen in CI)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         asyncore.loop(timeout=30, use_poll=True, map=socket_map)
         code = 3 if HANDLER_ERRORS else 0
+    except BaseException:
+        traceback.print_exc()  # the exit status alone would not say what went wrong
+        raise
     finally:
         os._exit(code)
 
@@ -113,8 +120,7 @@ def test_prefork_children_answer_every_connection_once(
         for _ in range(CHILDREN):
             pid = os.fork()
             if pid == 0:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-                _child(socket_map)
+                _child(socket_map)  # installs its handler, then unblocks SIGTERM
             pids.append(pid)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

@@ -104,6 +104,38 @@ def test_close_all_in_a_signal_handler_select_semantics(
     theirs.close()
 
 
+class RaisesOnAsk(Reader):
+    """Raises SIGALRM from ``readable()``: its handler runs inside the pass,
+    before the wait (where a signal may always land), not inside it."""
+
+    def readable(self) -> bool:
+        signal.raise_signal(signal.SIGALRM)
+        return True
+
+
+def test_close_all_in_a_signal_handler_before_the_wait(
+    default_poller: str, socket_map: asyncore.SocketMap, alarm: None
+) -> None:
+    # Seen in CI as a prefork child that SIGTERM reached before its wait: the
+    # emptied map closed the poller under the pass, and the wait raised
+    # "ValueError: ... is closed".
+    ours, theirs = _pair()
+    RaisesOnAsk(ours, socket_map)
+    calls: List[str] = []
+
+    def on_alarm(*_: object) -> None:
+        calls.append("alarm")
+        asyncore.close_all(socket_map)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    started = time.monotonic()
+    asyncore.loop(timeout=LONG_WAIT, use_poll=True, map=socket_map)
+    assert calls == ["alarm"]
+    assert not socket_map
+    assert time.monotonic() - started < BOUND * 3  # the closed fd ended the wait
+    theirs.close()
+
+
 def test_handler_closes_one_channel_and_opens_another(
     default_poller: str, socket_map: asyncore.SocketMap, alarm: None
 ) -> None:
