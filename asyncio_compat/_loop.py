@@ -434,48 +434,49 @@ class MapLoop:
         try:
             if _debug.enabled:  # one read per pass; nothing per event while debug mode is off
                 self._run_debug_pass(timeout, poll_semantics)
+                return
+            self.passes += 1
+            # A signal handler may add or close channels at any point.  Up to
+            # the end of sync() they are seen; from there to the wait, the
+            # change sets ``moved`` (see channel_moved) and the pass does not
+            # wait; in the wait (which PEP 475 resumes on the old set) the
+            # change calls wake().  ``finally`` clears ``waiting`` if the wait
+            # raises.
+            self.moved = False
+            # the tests of sync(), here: a pass with nothing to register saves a call
+            if self.dirty or self.polled or not self.tracked:
+                self.sync()
+            self.waiting = True
+            if self.synthetic or self.moved:
+                ready, self.synthetic = self.synthetic, []
+                ready += self.poller.poll(0)
             else:
-                self._run_pass(timeout, poll_semantics)
+                timers = self.timers
+                # .live, not bool(timers) and clip() when there is none: two
+                # calls fewer per pass
+                ready = self.poller.poll(timers.clip(timeout) if timers.live else timeout)
+            self.waiting = False
+            if self.watched:  # signal pipes, a wake pipe: empty in most programs
+                ready = self._serve_watched(ready)
+            self.events += len(ready)
+            owners = self.owners
+            # bind each event to its owner now: handlers may close and reuse fds
+            events: List[Event] = []
+            # a loop, not a comprehension: saves the comprehension's frame, 1,560
+            # of 26,200 instructions per loop(0, count=1) (callgrind, 3.11)
+            for fd, flags in ready:
+                if fd in owners:
+                    events.append((fd, owners[fd], flags))
+            # A channel that just handled an event may want something else now:
+            # look at once.  (Polled channels are asked next pass anyway, and an
+            # untracked map is compared in full.)
+            interest_of = self.interest_of if self.tracked else {}
+            deliver_events(events, self.map, self.poller, poll_semantics, interest_of, self._interest_failed)
+            if self.timers.live:
+                self.timers.run_due(time.monotonic())
         finally:
             self.running -= 1
             self.waiting = False
-
-    def _run_pass(self, timeout: Optional[float], poll_semantics: bool) -> None:
-        self.passes += 1
-        # A signal handler may add or close channels at any point.  Up to the
-        # end of sync() they are seen; from there to the next line, the
-        # change sets ``moved`` (see channel_moved) and the pass does not
-        # wait; in the wait (which PEP 475 resumes on the old set) the change
-        # calls wake().  With the watched check below, about 190
-        # instructions of a 37,000-instruction loop(0, count=1) (callgrind,
-        # 3.11).  run_pass() clears ``waiting`` if the wait raises.
-        self.moved = False
-        self.sync()
-        self.waiting = True
-        if self.synthetic or self.moved:
-            ready, self.synthetic = self.synthetic, []
-            ready += self.poller.poll(0)
-        else:
-            ready = self.poller.poll(self.timers.clip(timeout))
-        self.waiting = False
-        if self.watched:  # signal pipes, a wake pipe: empty in most programs
-            ready = self._serve_watched(ready)
-        self.events += len(ready)
-        owners = self.owners
-        # bind each event to its owner now: handlers may close and reuse fds
-        events: List[Event] = []
-        # a loop, not a comprehension: saves the comprehension's frame, 1,560
-        # of 26,200 instructions per loop(0, count=1) (callgrind, 3.11)
-        for fd, flags in ready:
-            if fd in owners:
-                events.append((fd, owners[fd], flags))
-        # A channel that just handled an event may want something else now:
-        # look at once.  (Polled channels are asked next pass anyway, and an
-        # untracked map is compared in full.)
-        interest_of = self.interest_of if self.tracked else {}
-        deliver_events(events, self.map, self.poller, poll_semantics, interest_of, self._interest_failed)
-        if self.timers:
-            self.timers.run_due(time.monotonic())
 
     def _run_debug_pass(self, timeout: Optional[float], poll_semantics: bool) -> None:
         """:meth:`run_pass` in debug mode: the same steps, with the waits and

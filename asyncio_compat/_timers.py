@@ -60,7 +60,7 @@ class TimerHandle:
         """
         if not self.cancelled:
             self.cancelled = True
-            self._queue._live -= 1
+            self._queue.live -= 1
             if self.background:
                 self._queue._background -= 1
 
@@ -80,19 +80,21 @@ class TimerQueue:
 
     def __init__(self) -> None:
         self._heap: List[Tuple[float, int, TimerHandle]] = []
-        self._live = 0  # handles scheduled and not cancelled
+        #: handles scheduled and not cancelled: read it (the loop tests it
+        #: every pass without a call), never change it
+        self.live = 0
         self._background = 0  # how many of those are background timers
         self.waker: Optional[Callable[[float], None]] = None
 
     def __bool__(self) -> bool:
-        return self._live > 0
+        return self.live > 0
 
     def keeps_loop_running(self) -> bool:
         """True while a timer other than a background one is pending."""
-        return self._live > self._background
+        return self.live > self._background
 
     def __len__(self) -> int:
-        return self._live
+        return self.live
 
     def schedule(
         self,
@@ -121,7 +123,7 @@ class TimerQueue:
 
     def _push(self, handle: TimerHandle) -> None:
         heapq.heappush(self._heap, (handle.when, next(_sequence), handle))
-        self._live += 1
+        self.live += 1
 
     def next_deadline(self) -> Optional[float]:
         """The earliest live deadline, or None."""
@@ -132,7 +134,7 @@ class TimerQueue:
 
     def clip(self, timeout: Optional[float]) -> Optional[float]:
         """``timeout`` shortened so the wait ends at the earliest deadline."""
-        if not self._live:
+        if not self.live:
             return timeout
         deadline = self.next_deadline()
         if deadline is None:
@@ -174,14 +176,14 @@ class TimerQueue:
     def _fire(self, handle: TimerHandle, runner: Optional[Runner]) -> None:
         if handle.interval is None:
             handle.cancelled = True
-            self._live -= 1
+            self.live -= 1
             if handle.background:
                 self._background -= 1
         else:
             # next run counted from the planned time, so periods do not drift;
             # a callback slower than its period runs again on the next pass
             handle.when = max(handle.when + handle.interval, time.monotonic())
-            self._live -= 1
+            self.live -= 1
             self._push(handle)
         try:
             if runner is None:
@@ -198,7 +200,7 @@ class TimerQueue:
         for _, _, handle in self._heap:
             handle.cancelled = True
         self._heap.clear()
-        self._live = 0
+        self.live = 0
         self._background = 0
 
 

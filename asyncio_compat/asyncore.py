@@ -159,11 +159,12 @@ def loop(
     if state is None:
         state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
     try:
+        # state.pending(), inline: a call fewer per pass while the map has channels
         if count is None:
-            while state.pending():
+            while state.map or state.timers.keeps_loop_running():
                 state.run_pass(timeout, use_poll)
         else:
-            while count > 0 and state.pending():
+            while count > 0 and (state.map or state.timers.keeps_loop_running()):
                 state.run_pass(timeout, use_poll)
                 count -= 1
     finally:
