@@ -285,6 +285,29 @@ def test_reading_before_any_terminator_is_set_is_an_attribute_error() -> None:
         chat.handle_read()
 
 
+class Alternating(Chat):
+    """Its own get_terminator(): CRLF and LF by turns, asked before every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def get_terminator(self) -> bytes:
+        self.asked += 1
+        return b"\r\n" if len(self.messages) % 2 == 0 else b"\n"
+
+
+def test_an_overridden_get_terminator_is_asked_before_every_step() -> None:
+    # the plain attribute is read instead only when get_terminator() is async_chat's own
+    chat = Alternating()
+    chat.terminator = b"never used"
+    hand_driven(chat, StandInSocket(b"a\nb\r\nc\nd\r\ne\n"))
+    chat.handle_read()
+    assert chat.messages == [b"a\nb", b"c", b"d", b"e"]
+    assert chat.asked == 4  # once per message, as 3.11 asked it (the buffer ends with the last)
+    assert chat.errors == []
+
+
 class Failing(Chat):
     def found_terminator(self) -> None:
         raise ValueError("protocol error")
