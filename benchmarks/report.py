@@ -211,10 +211,16 @@ def _latency_verdict(rows: Sequence[Row], ours: str) -> Optional[Verdict]:
     return text, mine.value, "met" if mine.value < 10.0 else "NOT met"
 
 
+def measured_text(value: Optional[float]) -> str:
+    """A target's figure to three decimals: 1.004 against a bound of 1.00
+    must not read as the bound itself."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def targets_text(results: Sequence[Tuple[str, Optional[float], str]]) -> str:
     lines = ["Targets (ratios of ours on the best poller):"]
     for text, value, verdict in results:
-        shown = "-" if value is None else f"{value:.2f}"
+        shown = measured_text(value)
         lines.append(f"  {text:<72} {shown:>6}  {verdict}")
     return "\n".join(lines)
 
@@ -491,7 +497,7 @@ def _plot_alt(scenario: str) -> str:
 
 def _targets_section(directory: Path, verdicts: Sequence[Tuple[str, Optional[float], str]]) -> str:
     cells = [["Target", "Measured", "Verdict"]]
-    cells += [[text, "-" if value is None else f"{value:.2f}", verdict] for text, value, verdict in verdicts]
+    cells += [[text, measured_text(value), verdict] for text, value, verdict in verdicts]
     _write_csv(directory / "targets.csv", cells)
     title = "Targets"
     return "\n".join([title, "~" * len(title), "",
