@@ -136,6 +136,35 @@ def test_close_all_in_a_signal_handler_before_the_wait(
     theirs.close()
 
 
+def test_a_channel_opened_by_a_signal_handler_before_the_wait_is_served(
+    default_poller: str, socket_map: asyncore.SocketMap, alarm: None
+) -> None:
+    # The wait must not start on the set registered before the handler ran:
+    # the new channel's data would then wait out LONG_WAIT.
+    first, first_peer = _pair()
+    asker = RaisesOnAsk(first, socket_map)
+    opened: List[Reader] = []
+    peers = [first_peer]
+
+    def open_one(*_: object) -> None:
+        if opened:
+            return  # readable() is asked again on later passes
+        ours, theirs = _pair()
+        theirs.sendall(b"early")
+        peers.append(theirs)
+        opened.append(Reader(ours, socket_map))
+
+    signal.signal(signal.SIGALRM, open_one)
+    started = time.monotonic()
+    while not (opened and opened[0].received) and time.monotonic() - started < LONG_WAIT:
+        asyncore.loop(timeout=LONG_WAIT, use_poll=True, map=socket_map, count=1)
+    assert time.monotonic() - started < BOUND
+    assert [reader.received for reader in opened] == [[b"early"]]
+    asker.close()
+    for peer in peers:
+        peer.close()
+
+
 def test_handler_closes_one_channel_and_opens_another(
     default_poller: str, socket_map: asyncore.SocketMap, alarm: None
 ) -> None:
