@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
-from helpers import load_example, release_map, run_example
+from helpers import load_example, run_example
 
 import asyncio_compat
 import pollers
@@ -36,13 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SLOW = 0.02  # the slow_handler threshold of these tests
 SLEEP = 0.05  # what a slow handler takes: a controlled duration, above SLOW
 DURATION = re.compile(r"took (\d+\.\d{3}) s$")
-
-
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    target = asyncore.SocketMap()
-    yield target
-    release_map(target)
 
 
 @pytest.fixture

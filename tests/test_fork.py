@@ -12,10 +12,9 @@ import signal
 import socket
 import time
 import traceback
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
-from helpers import release_map
 
 from asyncio_compat import asyncore
 
@@ -61,13 +60,6 @@ class Listener(asyncore.dispatcher):
 
     def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
         PidReply(sock, map=self._map)
-
-
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    target = asyncore.SocketMap()
-    yield target
-    release_map(target)
 
 
 def _child(socket_map: asyncore.SocketMap) -> None:

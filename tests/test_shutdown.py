@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
-from helpers import release_map, run_example
+from helpers import run_example
 
 import asyncio_compat
 from asyncio_compat import asynchat, asyncore
@@ -43,13 +43,6 @@ class ChatSender(asynchat.async_chat):
 
     def found_terminator(self) -> None:
         pass
-
-
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    target = asyncore.SocketMap()
-    yield target
-    release_map(target)
 
 
 def _connect(listener: Listener, count: int) -> List[socket.socket]:

@@ -16,7 +16,6 @@ import time
 from typing import Any, Iterator, List
 
 import pytest
-from helpers import release_map
 
 import asyncio_compat
 from asyncio_compat import asyncio_bridge, asyncore
@@ -50,13 +49,6 @@ class Reader(asyncore.dispatcher):
 
     def handle_close(self) -> None:
         self.close()
-
-
-@pytest.fixture
-def socket_map() -> Iterator[asyncore.SocketMap]:
-    target = asyncore.SocketMap()
-    yield target
-    release_map(target)
 
 
 @pytest.fixture
