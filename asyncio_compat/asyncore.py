@@ -71,6 +71,14 @@ _Address = Union[Tuple[Any, ...], str, bytes]
 socket_map: SocketMapType = SocketMap()
 
 
+def _uninitialised(channel: object) -> AttributeError:
+    name = type(channel).__name__
+    return AttributeError(
+        f"{name} has no socket map: {name}.__init__ did not call dispatcher.__init__(); "
+        "call super().__init__() before create_socket() or set_socket()"
+    )
+
+
 def _default_map(map: Optional[SocketMapType]) -> SocketMapType:
     # read the module global at call time: callers (and CPython's tests)
     # rebind asyncore.socket_map
@@ -259,7 +267,12 @@ class dispatcher:
     def add_channel(self, map: Optional[SocketMapType] = None) -> None:
         """Put this channel in ``map`` (default: its own map) under its fd."""
         target = self._map if map is None else map
-        target[self._fileno] = self  # type: ignore[index]
+        try:
+            target[self._fileno] = self  # type: ignore[index]
+        except TypeError:
+            if target is None:  # the class default: dispatcher.__init__ never ran
+                raise _uninitialised(self) from None
+            raise
         _loop.channel_moved(target)  # a signal handler may add it during the wait
 
     def del_channel(self, map: Optional[SocketMapType] = None) -> None:

@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/asynchat_echo_main.py
+    python3 examples/asynchat_echo_main.py
 
 The protocol: the client sends a command line ``ECHO <length>\\n``, then
 exactly ``<length>`` bytes of text; the server sends those bytes back.

@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/asyncore_echo_server.py
+    python3 examples/asyncore_echo_server.py
 
 Everything lives in one socket map.  The server listens on 127.0.0.1 with
 port 0 (the kernel picks a free port), accepts as many connections as it was

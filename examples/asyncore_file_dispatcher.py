@@ -3,7 +3,7 @@
 Run it from a checkout (POSIX only: ``file_dispatcher`` does not exist on
 Windows)::
 
-    python examples/asyncore_file_dispatcher.py
+    python3 examples/asyncore_file_dispatcher.py
 
 ``file_dispatcher`` wraps a file descriptor so that the loop can treat it
 like a socket: ``recv()`` becomes ``os.read()`` and ``send()`` becomes

@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/asyncore_http_client.py
+    python3 examples/asyncore_http_client.py
 
 There is no internet here, so the example starts its own web server first:
 ``http.server`` on 127.0.0.1 (port 0), in a background thread, serving two

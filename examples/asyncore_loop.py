@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/asyncore_loop.py
+    python3 examples/asyncore_loop.py
 
 A GUI toolkit owns the main loop of its program; asyncore gets a turn from
 an idle or timer callback, and each turn must come back quickly.  Calling

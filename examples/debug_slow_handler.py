@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/debug_slow_handler.py
+    python3 examples/debug_slow_handler.py
 
 A small lookup service: each connection sends one request line and gets one
 reply.  ``ECHO <text>`` is answered at once; ``LOOKUP <name>`` calls

@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/graceful_shutdown.py
+    python3 examples/graceful_shutdown.py
 
 The server answers each line with a large reply.  SIGTERM (or SIGINT) does
 not kill it: ``add_signal_handler`` runs ``stop()`` in the loop, which calls

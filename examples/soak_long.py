@@ -2,7 +2,7 @@
 
 Run it from a checkout, for as long as you like::
 
-    python examples/soak_long.py --connections 5000 --size 102400 --rounds 10
+    python3 examples/soak_long.py --connections 5000 --size 102400 --rounds 10
 
 Each round opens ``--connections`` clients against one echo server, all in
 one socket map served by ``asyncore.loop()``.  Every client streams

@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/socketserver_echo.py
+    python3 examples/socketserver_echo.py
 
 The server is a plain ``TCPServer`` on 127.0.0.1, port 0 (the kernel picks
 a free one); its ``serve_forever()`` runs in a thread and waits on the

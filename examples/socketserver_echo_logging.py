@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/socketserver_echo_logging.py
+    python3 examples/socketserver_echo_logging.py
 
 The server and its handler override each hook on the path of a request,
 log the call and hand on to the base class, so the output shows the order

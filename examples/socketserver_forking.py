@@ -2,7 +2,7 @@
 
 Run it from a checkout (POSIX only: it needs ``os.fork``)::
 
-    python examples/socketserver_forking.py
+    python3 examples/socketserver_forking.py
 
 The example stays single-threaded, as forking programs should: the clients
 connect and send their lines first (the kernel buffers them), then the

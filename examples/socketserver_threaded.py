@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/socketserver_threaded.py
+    python3 examples/socketserver_threaded.py
 
 ``ThreadingTCPServer`` runs ``serve_forever()`` in the ``server`` thread
 and hands every accepted connection to a new thread.  To show that the

@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/socketserver_with_dispatchers.py
+    python3 examples/socketserver_with_dispatchers.py
 
 One socket map holds:
 

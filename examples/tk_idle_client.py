@@ -1,8 +1,14 @@
 """A Tk window that shows a download from a local server, served by Tk's own loop.
 
-Run it from a checkout (it needs a display)::
+Run it from a checkout; it opens a window, so it needs a display (a desktop
+session, or ``xvfb-run`` on a machine without one)::
 
-    python examples/tk_idle_client.py [--size BYTES] [--close-when-done]
+    python3 examples/tk_idle_client.py [--size BYTES] [--close-when-done]
+
+Without ``--close-when-done`` the window stays open after the download, and
+the program exits only when you close it; with it, the window closes itself.
+Without a display (or without tkinter, which Debian and Ubuntu ship apart, in
+``python3-tk``) it prints why it cannot start and exits with status 2.
 
 Everything runs in one thread, in one socket map.  A server on 127.0.0.1
 (port 0: the kernel picks a free port) sends ``--size`` bytes, announced by
@@ -25,10 +31,16 @@ import random
 import socket
 import struct
 import sys
-import tkinter
 from pathlib import Path
-from tkinter import ttk
 from typing import Any, Callable, List, Optional
+
+try:
+    import tkinter
+    from tkinter import ttk
+except ImportError as exc:  # Debian and Ubuntu ship tkinter apart from python3
+    print(f"tk_idle_client: this Python has no tkinter ({exc}); on Debian or Ubuntu: "
+          "apt install python3-tk", file=sys.stderr)
+    sys.exit(2)
 
 try:
     import asyncio_compat
@@ -177,12 +189,19 @@ class Window:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=2_000_000, help="bytes to download")
-    parser.add_argument("--close-when-done", action="store_true", help="close the window at the end")
+    parser.add_argument("--close-when-done", action="store_true",
+                        help="close the window at the end (by default it stays open until you close it)")
     args = parser.parse_args(argv)
 
+    try:
+        root = tkinter.Tk()
+    except tkinter.TclError as exc:
+        print(f"tk_idle_client: cannot open a window ({exc}).\n"
+              "It needs a display: run it in a desktop session, or without one under xvfb-run:\n"
+              "    xvfb-run python3 examples/tk_idle_client.py --close-when-done", file=sys.stderr)
+        return 2
     data = make_data(args.size)
     socket_map = asyncore.SocketMap()
-    root = tkinter.Tk()
     window = Window(root, data, args.close_when_done)
     server = Server(socket_map, data)
     Downloader(socket_map, server.port, window.progress, window.done)

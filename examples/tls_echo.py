@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/tls_echo.py
+    python3 examples/tls_echo.py
 
 It first makes a self-signed certificate for ``localhost`` in a temporary
 directory (with the ``cryptography`` package when it is installed, else with

@@ -158,3 +158,14 @@ def _windows_rules_when_requested(request: pytest.FixtureRequest) -> None:
     # autouse fixtures are set up first, so poller_name already sees select alone
     if requested(request.config):
         request.getfixturevalue("windows_rules")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Skip reasons grouped, and whether the drop-in ran on Python 3.12+ (tests/skip_summary.py)."""
+    from skip_summary import summary_lines
+
+    lines = summary_lines(terminalreporter.stats)
+    if lines:
+        terminalreporter.section("skipped tests by reason; the drop-in on Python 3.12+")
+        for line in lines:
+            terminalreporter.write_line(line)

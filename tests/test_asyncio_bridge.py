@@ -151,7 +151,11 @@ class UpperServer:
 
     async def start(self) -> int:
         self.progress = asyncio.Event()
-        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        # a bound socket rather than a host name: uvloop resolves a host in
+        # libuv's thread pool, whose threads outlive the test and make every
+        # later fork() in this process multi-threaded
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.server = await asyncio.start_server(self.serve, sock=listener)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -29,7 +29,8 @@ import asyncio_compat
 
 ROOT = Path(__file__).resolve().parent.parent
 # what the wheel is built from; tests, docs and the rest stay out of it
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "asyncio_compat", "pollers", "shims")
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "asyncio_compat", "pollers", "shims",
+           "build_backend")  # the in-tree build backend (pyproject.toml: backend-path)
 VENV_VERSIONS = ("3.12", "3.13")
 
 
