@@ -24,7 +24,7 @@ WARNING = "is multi-threaded, use of fork()"
 
 pytestmark = [
     pytest.mark.skipif(sys.version_info < (3, 12), reason="Python warns of fork() with threads from 3.12"),
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the thread count Python checks is Linux's"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Python counts the threads on Linux"),
 ]
 
 

@@ -11,6 +11,7 @@ own tests; the wheel holds only what ``import`` needs.  ``twine check
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -35,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 JUNK = ("__pycache__", "*.pyc", ".git", ".tox", ".venv", "build", "dist", "*.egg-info",
         "_build", "results", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis")
 # the folders the sdist must carry whole, and the files beside them
-SDIST_FOLDERS = ("asyncio_compat", "pollers", "shims", "tests", "docs", "examples", "benchmarks")
+SDIST_FOLDERS = ("asyncio_compat", "pollers", "shims", "tests", "docs", "examples", "benchmarks",
+                 ".ci", "build_backend")
 SDIST_FILES = ("LICENSE", "README.md", "CHANGELOG.md", "CONTRIBUTING.md", "pyproject.toml", "tox.ini",
                "MANIFEST.in")
 WHEEL_TOP_LEVEL = {"asyncio_compat", "pollers", "asyncore.py", "asynchat.py"}
@@ -163,14 +165,59 @@ def test_unpacked_sdist_collects_its_own_tests(artifacts: Tuple[Path, Path], tmp
     # importing it failed at collection.  The whole suite from the sdist is
     # run by hand at release time (CONTRIBUTING.md); collecting it here, with
     # the unpacked sources first on sys.path, catches a missing file.
-    sdist, _ = artifacts
-    with tarfile.open(sdist) as archive:
-        if hasattr(tarfile, "data_filter"):  # 3.12+ and the 3.9-3.11 security releases
-            archive.extraction_filter = tarfile.data_filter
-        archive.extractall(tmp_path)
-    unpacked = next(tmp_path.iterdir())
+    unpacked = _unpack(artifacts[0], tmp_path)
     # a collection error makes pytest exit 2, which _run reports with the output
     output = _run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
                   cwd=unpacked, timeout=240)
     collected = re.search(r"(\d+) tests? collected", output)
     assert collected is not None and int(collected.group(1)) > 100, output[-3000:]
+
+
+def _unpack(sdist: Path, into: Path) -> Path:
+    with tarfile.open(sdist) as archive:
+        if hasattr(tarfile, "data_filter"):  # 3.12+ and the 3.9-3.11 security releases
+            archive.extraction_filter = tarfile.data_filter
+        archive.extractall(into)
+    return next(into.iterdir())
+
+
+def _git_files() -> Set[str]:
+    """The files git tracks, or would (untracked, not ignored); skips outside a checkout."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an unpacked sdist): nothing to compare the sdist with")
+    output = _run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, timeout=60)
+    return {line for line in output.splitlines() if line and (ROOT / line).is_file()}
+
+
+@pytest.mark.timeout(400)
+def test_sdist_holds_nothing_git_does_not(artifacts: Tuple[Path, Path]) -> None:
+    # what once shipped: setuptools' setup.cfg and shims/asyncio_compat.egg-info/,
+    # which made importlib.metadata see an installed asyncio-compat on shims/
+    names = _sdist_names(artifacts[0])
+    stray = sorted(names - _git_files() - {"PKG-INFO"})
+    assert stray == [], f"in the sdist but not in git: {stray}"
+
+
+def _readme_commands(readme: Path) -> List[str]:
+    text = readme.read_text(encoding="utf-8")
+    start = text.index("```sh\n") + len("```sh\n")
+    block = text[start:text.index("\n```", start)]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(400)
+def test_readme_commands_work_in_the_unpacked_sdist(artifacts: Tuple[Path, Path], tmp_path: Path) -> None:
+    # what once failed: the README said `bash .ci/run` and the sdist had no .ci/.
+    # The full test command runs from the unpacked sdist in .ci/run's last stage;
+    # here: the demo runs, and the test command plans its run (--dry-run).
+    unpacked = _unpack(artifacts[0], tmp_path)
+    demo, tests = _readme_commands(unpacked / "README.md")
+    env = dict(os.environ, PYTHONPATH="")
+    program, script = demo.split()
+    assert program == "python3"
+    done = subprocess.run([sys.executable, script], cwd=unpacked, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "the reply matches" in done.stdout, done.stdout + done.stderr
+    assert tests.split()[:2] == ["bash", ".ci/run"] and os.access(unpacked / ".ci" / "run", os.X_OK)
+    planned = _run(["bash", ".ci/run", "--dry-run"], cwd=unpacked, timeout=120)
+    assert re.search(r"tox run-parallel .* -e \S*py3\d+", planned), planned[-3000:]

@@ -66,8 +66,8 @@ def test_tk_example_without_a_display_says_so(tmp_path: Path) -> None:
 def test_tk_example_says_it_waits_for_the_window_to_be_closed() -> None:
     doc = ast.get_docstring(ast.parse(TK_EXAMPLE.read_text()))
     assert doc is not None
-    assert re.search(r"Without ``--close-when-done`` the window stays open.*exits only when you\s+close it", doc,
-                     re.S)
+    waits = r"Without ``--close-when-done`` the window stays open.*exits only when you\s+close it"
+    assert re.search(waits, doc, re.S)
 
 
 def _shell_lines(text: str) -> list:
