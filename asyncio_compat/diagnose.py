@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import sysconfig
+import textwrap
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -407,8 +408,35 @@ def _describe_limits(limits: LimitInfo) -> str:
     return f"soft {shown(limits.soft)}, hard {shown(limits.hard)}"
 
 
+# the text output's lines wrap at this width (a path longer than a line stays whole)
+TEXT_WIDTH = 88
+_WARNING = "warning: "
+_FIX = "    fix: "  # the fix of a warning, on lines of its own, so that it is seen
+_HANGING = " " * len(_WARNING)
+
+
+def _wrapped(first: str, text: str) -> List[str]:
+    return textwrap.wrap(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=_HANGING,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def _warning_lines(warning: str) -> List[str]:
+    problem, _, fix = warning.partition("; fix: ")
+    return _wrapped(_WARNING, problem) + (_wrapped(_FIX, fix) if fix else [])
+
+
+def _row_lines(label: str, value: str, width: int) -> List[str]:
+    line = f"{label:<{width}}  {value}"
+    where, _, whose = value.partition("  [")
+    if len(line) <= TEXT_WIDTH or not whose:
+        return [line]
+    # a module's path, then whose it is beneath it
+    return [f"{label:<{width}}  {where}", " " * (width + 2) + "[" + whose]
+
+
 def render_text(report: Report) -> str:
-    """The report as aligned lines for a terminal, warnings last."""
+    """The report as aligned lines for a terminal, wrapped at :data:`TEXT_WIDTH`
+    columns, warnings last with each fix on lines of its own."""
     python = report.python
     rows: List[Tuple[str, str]] = [
         ("asyncio_compat", f"{report.version}  ({report.location})"),
@@ -421,8 +449,8 @@ def render_text(report: Report) -> str:
         ("descriptors", _describe_limits(report.limits)),
     ]
     width = max(len(label) for label, _ in rows)
-    lines = [f"{label:<{width}}  {value}" for label, value in rows]
-    lines += [f"warning: {w}" for w in report.warnings]
+    lines = [line for label, value in rows for line in _row_lines(label, value, width)]
+    lines += [line for warning in report.warnings for line in _warning_lines(warning)]
     return "\n".join(lines) + "\n"
 
 

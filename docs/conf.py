@@ -48,7 +48,7 @@ autodoc_preserve_defaults = True
 html_theme = "furo"
 html_title = f"asyncio-compat {release}"
 html_static_path = ["_static"]
-html_css_files = ["benchmarks.css"]
+html_css_files = ["benchmarks.css", "layout.css"]
 
 # Our compatibility classes say __module__ = "asyncore", "asynchat" or
 # "socketserver", so viewcode would otherwise show the standard library's

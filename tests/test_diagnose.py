@@ -74,15 +74,22 @@ def run_json(**kwargs: Any) -> Dict[str, object]:
 
 
 def text_fields(output: str) -> Tuple[Dict[str, str], List[str]]:
-    """The ``label  value`` rows and the ``warning:`` lines of the text output."""
+    """The ``label  value`` rows and the warnings of the text output, their
+    wrapped lines joined again (a warning's ``fix:`` lines after ``"; "``)."""
     rows: Dict[str, str] = {}
     warnings: List[str] = []
+    label = ""
     for line in output.splitlines():
         if line.startswith("warning: "):
             warnings.append(line[len("warning: "):])
-            continue
-        label, value = re.split(r"\s{2,}", line, maxsplit=1)
-        rows[label] = value
+        elif line.startswith("    fix: "):
+            warnings[-1] += "; fix: " + line[len("    fix: "):]
+        elif line.startswith(" ") and warnings:
+            warnings[-1] += " " + line.strip()
+        elif line.startswith(" "):
+            rows[label] += "  " + line.strip()
+        else:
+            label, rows[label] = re.split(r"\s{2,}", line, maxsplit=1)
     return rows, warnings
 
 
