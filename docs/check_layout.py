@@ -1,14 +1,16 @@
 """Check, in a headless Chromium, that the built pages' code blocks fit the page.
 
-    python3 docs/check_layout.py docs/_build/html [--width 1280] [--screenshot PAGE OUT.png]
+    python3 docs/check_layout.py docs/_build/html [--width 1280] [--require-browser]
+                                 [--screenshot PAGE OUT.png]
 
 Each page is loaded at the given window width (1280 px by default, a common
 laptop) with a small script appended that compares each ``<pre>``'s
 ``scrollWidth`` with its ``clientWidth``: a code block wider than its box
 hides the end of its lines behind a scroll bar.  Exit status 1 lists every
-such block (page, width needed, width shown, first line); 0 when all fit;
-77 (and a message) when no Chromium is installed, so that callers can skip.
-The pages are checked in a copy of the build, which is left untouched.
+such block (page, width needed, width shown, first line); 0 when all fit.
+Without Chromium it says so and exits 0 (the check is skipped), or 2 with
+``--require-browser``.  The pages are checked in a copy of the build, which
+is left untouched.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
-NO_BROWSER = 77
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--hide-scrollbars",
@@ -113,13 +114,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("site", type=Path, help="the built HTML folder")
     parser.add_argument("--width", type=int, default=1280, help="window width in px (default 1280)")
+    parser.add_argument("--require-browser", action="store_true", help="fail (status 2) without Chromium")
     parser.add_argument("--screenshot", nargs=2, metavar=("PAGE", "OUT"),
                         help="also save a screenshot of PAGE (e.g. debugging.html) to OUT")
     args = parser.parse_args(argv)
     browser = os.environ.get("CHROMIUM") or find_browser()
     if browser is None:
-        print(f"check_layout: no Chromium found ({', '.join(BROWSERS)}): code block widths not checked")
-        return NO_BROWSER
+        print(f"check_layout: skipped: no Chromium found ({', '.join(BROWSERS)}, or $CHROMIUM); "
+              "code block widths not checked")
+        return 2 if args.require_browser else 0
     if args.screenshot:
         screenshot(browser, args.site / args.screenshot[0], Path(args.screenshot[1]).resolve(), args.width)
     problems = check(args.site, args.width, browser)

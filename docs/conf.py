@@ -24,9 +24,13 @@ copyright = "asyncio-compat contributors"
 release = asyncio_compat.__version__
 version = ".".join(release.split(".")[:2])
 
+# docs/_ext: diagnose_samples (the ``diagnose-output`` directive of debugging.rst)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_ext"))
+
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    "diagnose_samples",
 ]
 
 # _generated: files that pages include (benchmark tables), not pages of their own
