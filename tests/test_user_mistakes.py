@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,9 +47,8 @@ def test_create_socket_without_dispatcher_init_says_what_is_missing() -> None:
 def test_a_bad_map_still_fails_as_before() -> None:
     """Only the missing map is explained; another object that refuses items keeps its own error."""
     channel = asyncore.dispatcher(map={})
-    channel._fileno = 7  # what set_socket() sets before add_channel()
-    with pytest.raises(TypeError, match="does not support item assignment"):
-        channel.add_channel(map=())  # type: ignore[arg-type]
+    with socket.socket() as sock, pytest.raises(TypeError, match="does not support item assignment"):
+        channel.set_socket(sock, map=())  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the display is X11's DISPLAY")
