@@ -39,7 +39,8 @@ reads of interactive protocols.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, TypeVar, Union
+import re
+from typing import Any, Callable, Dict, Optional, Protocol, TypeVar, Union
 
 __all__ = ["FrameSink", "Framer", "Terminator", "find_prefix_at_end", "find_terminator"]
 
@@ -94,20 +95,36 @@ def _partial_length(buffer: bytes, terminator: bytes, start: int) -> int:
 #: method: the messages of interactive protocols end within it
 _NEAR = 512
 #: candidate positions (the terminator's last byte) checked one by one
-#: before the search falls back to ``bytes.find`` on the rest
+#: before the rest is left to a regular expression
 _HOPS = 4
+#: compiled searches kept, one per terminator (some protocols make a new
+#: terminator per message, e.g. MIME boundaries)
+_SEARCHES_KEPT = 32
+_searches: Dict[bytes, Callable[[bytes, int], Optional[re.Match[bytes]]]] = {}
+
+
+def _search(terminator: bytes) -> Callable[[bytes, int], Optional[re.Match[bytes]]]:
+    """A compiled literal search for ``terminator``, made once and kept."""
+    search = _searches.get(terminator)
+    if search is None:
+        if len(_searches) >= _SEARCHES_KEPT:
+            _searches.clear()
+        search = _searches[terminator] = re.compile(re.escape(terminator)).search
+    return search
 
 
 def find_terminator(buffer: bytes, terminator: bytes, start: int) -> int:
     """``buffer.find(terminator, start)``, fast on large buffers.
 
     ``bytes.find`` tries a multi-byte needle at every position, while a
-    single byte is found by ``memchr``, many times faster.  Past the first :data:`_NEAR` bytes, the terminator's last byte is looked
-    for alone, and each place it occurs is checked; after :data:`_HOPS`
-    false candidates the rest is left to ``bytes.find``.  A large read
+    single byte is found by ``memchr``, many times faster.  Past the first
+    :data:`_NEAR` bytes, the terminator's last byte is looked for alone,
+    and each place it occurs is checked; after :data:`_HOPS` false
+    candidates the rest is left to a compiled regular expression, whose
+    literal search also scans faster than ``bytes.find``.  A large read
     without the terminator, or with it far from ``start``, then costs a few
-    ``memchr`` calls instead of a full scan; data where the last byte is
-    frequent costs a few calls more than ``bytes.find`` alone.
+    ``memchr`` calls, or one regular expression scan where the last byte is
+    frequent.
     """
     near = start + _NEAR
     if not 2 <= len(terminator) <= _NEAR or len(buffer) <= near:
@@ -125,7 +142,10 @@ def find_terminator(buffer: bytes, terminator: bytes, start: int) -> int:
         if buffer.startswith(terminator, end - width):
             return end - width
         end = buffer.find(last, end + 1)
-    return -1 if end < 0 else buffer.find(terminator, end - width)
+    if end < 0:
+        return -1
+    found = _search(terminator)(buffer, end - width)
+    return -1 if found is None else found.start()
 
 
 _bytes_find = bytes.find

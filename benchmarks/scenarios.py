@@ -122,7 +122,7 @@ def last_words(line: str) -> str:
 Outcome = Union[List[Window], str]  #: a window per round, or why it failed
 
 
-def _rounds(
+def interleaved_rounds(
     ctx: Context, impls: List[Implementation], measure: Callable[[Implementation], Window],
 ) -> Dict[str, Outcome]:
     """Run ``measure`` for every implementation, round after round.
@@ -163,11 +163,11 @@ def _echo_rows(
 
         return _with_server(ctx, impl, "echo", body, pin=pin)
 
-    found = _rounds(ctx, impls, measure)
-    return [_window_row(scenario, case, impl, found[impl.label], "msg/s", 1.0) for impl in impls]
+    found = interleaved_rounds(ctx, impls, measure)
+    return [window_row(scenario, case, impl, found[impl.label], "msg/s", 1.0) for impl in impls]
 
 
-def _window_row(
+def window_row(
     scenario: str, case: str, impl: Implementation, outcome: Outcome, unit: str, scale: float,
     basis: str = "per_cpu",
 ) -> Row:
@@ -250,8 +250,8 @@ def _worker_rows(ctx: Context, impls: List[Implementation], case: str, processes
 
         return _with_server(ctx, impl, "echo", body, pin=False)
 
-    found = _rounds(ctx, impls, measure)
-    return [_window_row("workers", case, impl, found[impl.label], "msg/s", 1.0, "value") for impl in impls]
+    found = interleaved_rounds(ctx, impls, measure)
+    return [window_row("workers", case, impl, found[impl.label], "msg/s", 1.0, "value") for impl in impls]
 
 
 def _scaling_note(rows: List[Row], cores: int) -> str:
@@ -325,7 +325,7 @@ class _IdleRounds:
                 found.append(_failed("idle", case, impl, "round trips/s", self.error, basis="value", x=size))
                 break
             if size in self.windows:
-                row = _window_row("idle", case, impl, self.windows[size], "round trips/s", 1.0, "value")
+                row = window_row("idle", case, impl, self.windows[size], "round trips/s", 1.0, "value")
                 row.x = size
                 found.append(row)
         if self.failed_at is None and self.peaks:
@@ -392,9 +392,9 @@ def run_lines(ctx: Context) -> List[Row]:
     def measure(impl: Implementation) -> Window:
         return _with_server(ctx, impl, "lines", partial(_summarised, payload, expected))
 
-    found = _rounds(ctx, impls, measure)
+    found = interleaved_rounds(ctx, impls, measure)
     bytes_per_line = float(s.line_size)  # the windows count bytes
-    return [_window_row("lines", case, impl, found[impl.label], "lines/s", bytes_per_line) for impl in impls]
+    return [window_row("lines", case, impl, found[impl.label], "lines/s", bytes_per_line) for impl in impls]
 
 
 def _summarised(payload: bytes, expected: bytes, server: ServerProcess) -> Window:
@@ -433,9 +433,9 @@ def run_bulk(ctx: Context) -> List[Row]:
              "bulk out": f"push() of {_mib(s.bulk_size)}"}
     rows = []
     for scenario, measure in (("bulk in", inbound), ("bulk out", outbound)):
-        found = _rounds(ctx, impls, measure)
+        found = interleaved_rounds(ctx, impls, measure)
         case = cases[scenario]
-        rows += [_window_row(scenario, case, impl, found[impl.label], "MiB/s", MIB) for impl in impls]
+        rows += [window_row(scenario, case, impl, found[impl.label], "MiB/s", MIB) for impl in impls]
         rows += [_peak_row(f"{scenario}, {case}", impl, peaks[scenario].get(impl.label, []))
                  for impl in impls]
     return rows
