@@ -474,12 +474,18 @@ def csv_rows(group: Sequence[Row]) -> List[List[str]]:
             out.append([row.label, "failed (see below)", "", "", "", ""])
             continue
         per_cpu = "" if row.per_cpu is None else number(row.per_cpu)
-        out.append([row.label, f"{number(row.value)} {row.unit}", per_cpu, spread_text(row),
-                    _ratio_text(ratio(row, floor), ratio_spread(row, floor)),
-                    _ratio_text(ratio(row, stdlib), ratio_spread(row, stdlib))])
+        out.append([row.label, f"{number(row.value)} {row.unit}", per_cpu, _unbroken(spread_text(row)),
+                    _unbroken(_ratio_text(ratio(row, floor), ratio_spread(row, floor))),
+                    _unbroken(_ratio_text(ratio(row, stdlib), ratio_spread(row, stdlib)))])
     # a column with nothing in it (no CPU figure for memory, no floor for bulk) only takes room
     kept = [i for i in range(len(_CSV_HEADER)) if i < 2 or any(cells[i] for cells in out[1:])]
     return [[cells[i] for i in kept] for cells in out]
+
+
+def _unbroken(text: str) -> str:
+    """``text`` with its ranges' hyphens made non-breaking (U+2011): a browser
+    may wrap a cell at a space, never inside ``0.75-0.96``."""
+    return text.replace("-", "\u2011")
 
 
 def _scenarios(rows: Sequence[Row]) -> Dict[str, List[List[Row]]]:
@@ -586,8 +592,8 @@ def _plot_alt(scenario: str) -> str:
 
 def _targets_section(directory: Path, verdicts: Sequence[Verdict]) -> str:
     cells = [["Target", "Measured (median)", "Rounds (lowest-highest)", "Verdict", "Why"]]
-    cells += [[found.target, measured_text(found.measured), _spread_cell(found.spread), found.verdict,
-               found.why] for found in verdicts]
+    cells += [[found.target, measured_text(found.measured), _unbroken(_spread_cell(found.spread)),
+               found.verdict, found.why] for found in verdicts]
     _write_csv(directory / "targets.csv", cells)
     title = "Targets"
     return "\n".join([title, "~" * len(title), "",

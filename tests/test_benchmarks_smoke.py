@@ -285,7 +285,8 @@ def test_ratios_are_shown_with_the_spread_of_the_per_round_ratios() -> None:
     ours = _rounds_row("ours epoll", "ours", [90.0, 100.0, 120.0])
     theirs = _rounds_row("3.11 asyncore poll", "stdlib", [100.0, 100.0, 100.0])
     assert report.ratio_spread(ours, theirs) == (pytest.approx(0.9), pytest.approx(1.2))
-    assert report.csv_rows([ours, theirs])[1] == ["ours epoll", "100 msg/s", "90-120", "1.00 (0.90-1.20)"]
+    assert report.csv_rows([ours, theirs])[1] == ["ours epoll", "100 msg/s", "90\u2011120",
+                                                  "1.00 (0.90\u20111.20)"]
     one_round = _rounds_row("ours epoll", "ours", [90.0])
     assert report.ratio_spread(one_round, theirs) is None and report.spread_text(one_round) == ""
 
