@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 from . import clients
 from .clients import Window
 from .processes import BenchError, Implementation, ServerProcess
-from .protocol import expected_summary, lines_payload, pattern
+from .protocol import expected_summary, lines_payload, random_payload
 from .settings import MIB, Settings
 
 T = TypeVar("T")
@@ -410,7 +410,7 @@ def run_bulk(ctx: Context) -> List[Row]:
     Besides the rates, each server's peak RSS (the median over the rounds).
     """
     s = ctx.settings
-    message = pattern(s.bulk_in_size - 2)
+    message = random_payload(s.bulk_in_size - 2)
     message_crc = zlib.crc32(message)
     payload = message + b"\r\n"
     del message  # one copy of it in memory is enough

@@ -153,6 +153,9 @@ def test_payloads_have_the_asked_shape() -> None:
     assert b"\n" not in protocol.pattern(100_000) and len(protocol.pattern(100_000)) == 100_000
     with pytest.raises(ValueError, match="at least 13 bytes"):
         protocol.lines_payload(1, 12)
+    noise = protocol.random_payload(200_000)
+    assert len(noise) == 200_000 and b"\r\n" not in noise and noise == protocol.random_payload(200_000)
+    assert noise.count(b"\r") > 500 and noise.count(b"\n") > 500  # the terminator's bytes, often
 
 
 def test_ratios_and_verdicts() -> None:
