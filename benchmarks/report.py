@@ -320,9 +320,12 @@ def write_json(path: Path, rows: Sequence[Row], meta: Dict[str, Any]) -> None:
     path.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1))
 
 
-def _idle_series(rows: Sequence[Row]) -> Dict[str, List[Tuple[int, float]]]:
+_Point = Tuple[int, float, float, float]  #: idle connections, median, lowest and highest round
+
+
+def _idle_series(rows: Sequence[Row]) -> Dict[str, List[_Point]]:
     """Points per implementation; one that failed says at which size in its name."""
-    series: Dict[str, List[Tuple[int, float]]] = {}
+    series: Dict[str, List[_Point]] = {}
     renamed: Dict[str, str] = {}
     for row in rows:
         if row.scenario != "idle" or not row.x:
@@ -330,7 +333,8 @@ def _idle_series(rows: Sequence[Row]) -> Dict[str, List[Tuple[int, float]]]:
         if row.error:
             renamed[row.label] = f"{row.label} (failed at {row.x:,})"
         elif row.value:
-            series.setdefault(row.label, []).append((row.x, row.value))
+            low, high = row.spread() or (row.value, row.value)
+            series.setdefault(row.label, []).append((row.x, row.value, low, high))
     return {renamed.get(label, label): points for label, points in series.items()}
 
 
@@ -358,10 +362,13 @@ def plot(path: Path, rows: Sequence[Row], title: str) -> Optional[str]:
     if plt is None:
         return _NO_MATPLOTLIB
     figure, axes = plt.subplots(figsize=(10, 5), dpi=100)
-    sizes = sorted({x for points in series.values() for x, _ in points})
+    sizes = sorted({point[0] for points in series.values() for point in points})
     for label, points in series.items():
-        xs, ys = zip(*sorted(points))
-        axes.plot(xs, ys, marker="o", label=label, linestyle="--" if "3.11" in label else "-")
+        xs, ys, lows, highs = zip(*sorted(points))
+        # the median, and a whisker from the lowest to the highest round
+        errors = [[y - low for y, low in zip(ys, lows)], [high - y for y, high in zip(ys, highs)]]
+        axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=label,
+                      linestyle="--" if "3.11" in label else "-")
     axes.set(xscale="log", yscale="log", xlabel="idle connections beside the active one",
              ylabel="round trips per second", title=title)
     axes.set_xticks(sizes, [f"{x:,}" for x in sizes])
@@ -423,14 +430,18 @@ def _draw_bars(axes: Any, group: Sequence[Row]) -> None:
     ordered = list(reversed(group))
     own = references(group) == (None, None)
     values = [0.0 if r.error else ((r.value if own else r.compared()) or 0.0) for r in ordered]
+    spreads = [_bar_spread(r, own) for r in ordered]
     colours = [_FAMILY_COLOURS.get(r.family, "#8c564b") for r in ordered]
     places = range(len(ordered))
-    axes.barh(places, values, color=colours)
+    # the bar is the median; the whisker spans the lowest to the highest round
+    below = [max(0.0, value - low) for value, (low, _) in zip(values, spreads)]
+    above = [max(0.0, high - value) for value, (_, high) in zip(values, spreads)]
+    axes.barh(places, values, color=colours, xerr=[below, above], ecolor="#333333", capsize=3)
     axes.set_yticks(list(places), [r.label for r in ordered], fontsize="small")
-    top = max(values, default=0.0) or 1.0
-    for place, row, value in zip(places, ordered, values):
+    top = max([high for _, high in spreads] + values) or 1.0
+    for place, row, value, (_, high) in zip(places, ordered, values, spreads):
         text = "failed" if row.error else number(value)
-        axes.text(value + top * 0.01, place, text, va="center", fontsize="small")
+        axes.text(max(value, high) + top * 0.01, place, text, va="center", fontsize="small")
     axes.set_xlim(0, top * 1.15)
     axes.xaxis.set_major_formatter(_thousands())
     first = group[0]
@@ -438,6 +449,17 @@ def _draw_bars(axes: Any, group: Sequence[Row]) -> None:
     axes.set_title(f"{first.scenario}: {first.case} ({better} is better)", fontsize="medium")
     axes.set_xlabel(first.unit if own else _figure_name(first), fontsize="small")
     axes.grid(True, axis="x", alpha=0.3)
+
+
+def _bar_spread(row: Row, own: bool) -> Tuple[float, float]:
+    """The lowest and highest round of the figure a bar shows (0, 0 for none)."""
+    if row.error:
+        return 0.0, 0.0
+    samples = row.round_values if own else row.samples()
+    if not samples:
+        value = (row.value if own else row.compared()) or 0.0
+        return value, value
+    return min(samples), max(samples)
 
 
 def _figure_name(row: Row) -> str:
