@@ -39,9 +39,10 @@ reads of interactive protocols.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypeVar, Union
+import re
+from typing import Any, Callable, Dict, Optional, Protocol, TypeVar, Union
 
-__all__ = ["FrameSink", "Framer", "Terminator", "find_prefix_at_end"]
+__all__ = ["FrameSink", "Framer", "Terminator", "find_prefix_at_end", "find_terminator"]
 
 Terminator = Union[bytes, bytearray, memoryview, int, None]
 
@@ -90,6 +91,66 @@ def _partial_length(buffer: bytes, terminator: bytes, start: int) -> int:
     return _partial_match_at_end(buffer, terminator, start)
 
 
+#: a terminator search scans this many bytes the usual way before it changes
+#: method: the messages of interactive protocols end within it
+_NEAR = 512
+#: candidate positions (the terminator's last byte) checked one by one
+#: before the rest is left to a regular expression
+_HOPS = 4
+#: compiled searches kept, one per terminator (some protocols make a new
+#: terminator per message, e.g. MIME boundaries)
+_SEARCHES_KEPT = 32
+_searches: Dict[bytes, Callable[[bytes, int], Optional[re.Match[bytes]]]] = {}
+
+
+def _search(terminator: bytes) -> Callable[[bytes, int], Optional[re.Match[bytes]]]:
+    """A compiled literal search for ``terminator``, made once and kept."""
+    search = _searches.get(terminator)
+    if search is None:
+        if len(_searches) >= _SEARCHES_KEPT:
+            _searches.clear()
+        search = _searches[terminator] = re.compile(re.escape(terminator)).search
+    return search
+
+
+def find_terminator(buffer: bytes, terminator: bytes, start: int) -> int:
+    """``buffer.find(terminator, start)``, fast on large buffers.
+
+    ``bytes.find`` tries a multi-byte needle at every position, while a
+    single byte is found by ``memchr``, many times faster.  Past the first
+    :data:`_NEAR` bytes, the terminator's last byte is looked for alone,
+    and each place it occurs is checked; after :data:`_HOPS` false
+    candidates the rest is left to a compiled regular expression, whose
+    literal search also scans faster than ``bytes.find``.  A large read
+    without the terminator, or with it far from ``start``, then costs a few
+    ``memchr`` calls, or one regular expression scan where the last byte is
+    frequent.
+    """
+    near = start + _NEAR
+    if not 2 <= len(terminator) <= _NEAR or len(buffer) <= near:
+        return buffer.find(terminator, start)
+    index = buffer.find(terminator, start, near)
+    if index >= 0:
+        return index
+    width = len(terminator) - 1
+    last = terminator[width:]
+    # no terminator lies wholly before near: one that ends at or after it is next
+    end = buffer.find(last, near)
+    for _ in range(_HOPS):
+        if end < 0:
+            return -1
+        if buffer.startswith(terminator, end - width):
+            return end - width
+        end = buffer.find(last, end + 1)
+    if end < 0:
+        return -1
+    found = _search(terminator)(buffer, end - width)
+    return -1 if found is None else found.start()
+
+
+_bytes_find = bytes.find
+
+
 def find_prefix_at_end(haystack: _Text, needle: _Text) -> int:
     """How many items at the end of ``haystack`` start ``needle`` (0 if none).
 
@@ -134,11 +195,14 @@ class Framer:
     that terminator would have cut stay pending).
     """
 
-    __slots__ = ("_buffer", "_offset", "bytes_copied")
+    __slots__ = ("_buffer", "_offset", "_far", "bytes_copied")
 
     def __init__(self) -> None:
         self._buffer = b""  # the latest read plus what was held back before it
         self._offset = 0  # bytes of _buffer already handed to the sink
+        # the last read ended inside a message longer than _NEAR: the next
+        # one is searched with find_terminator (a hint, never a result)
+        self._far = False
         #: bytes the framer copied into its own buffer (a held-back tail
         #: joined to the next read, or kept after a read); pieces handed to
         #: the sink are not counted.  Linear in the input, where 3.11's
@@ -186,6 +250,10 @@ class Framer:
             data = self._join(data)
         self._buffer = data
         self._offset = 0
+        find: Callable[[bytes, bytes, int], int] = _bytes_find
+        if self._far:
+            self._far = False
+            find = find_terminator
         # one find and one slice per message; state is read again after
         # every call into the sink, which may change it
         while True:
@@ -201,7 +269,7 @@ class Framer:
                     self._count(buffer, start, terminator if terminator else 0, sink)
                     continue
                 terminator = _byte_terminator(terminator)
-            index = buffer.find(terminator, start)
+            index = find(buffer, terminator, start)
             if index >= 0:
                 self._offset = index + len(terminator)
                 if index > start:
@@ -209,6 +277,8 @@ class Framer:
                 sink.found_terminator()
                 continue
             size = len(buffer)
+            if size - start > _NEAR:
+                self._far = True  # inside a long message: the next read searches with find_terminator
             if buffer[-1] not in terminator:  # no partial terminator can end it
                 self._offset = size
                 sink.collect_incoming_data(buffer[start:] if start else buffer)

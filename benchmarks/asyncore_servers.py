@@ -11,6 +11,7 @@ from __future__ import annotations
 import asynchat
 import asyncore
 import socket
+import zlib
 from typing import Any, Callable, List, Optional, Tuple
 
 from .protocol import ACCEPT_BATCH, BACKLOG, READ_SIZE, LineSink
@@ -43,6 +44,33 @@ class ChatHandler(asynchat.async_chat):
         reply = self.sink.on_line(line)
         if reply is not None:
             self.push(reply)
+
+
+class BulkHandler(asynchat.async_chat):
+    """Large CRLF-terminated messages, collected in a list and joined at the end.
+
+    Each message is answered at once with its length (``<n>\\r\\n``); the
+    message ``CRC`` is answered with the CRC-32 of the message before it, so
+    that the client checks every byte outside its timed window.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.set_terminator(b"\r\n")
+        self.parts: List[bytes] = []
+        self.last = b""
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def found_terminator(self) -> None:
+        message = b"".join(self.parts)
+        self.parts = []
+        if message == b"CRC":
+            self.push(b"%d\r\n" % zlib.crc32(self.last))
+            return
+        self.last = message
+        self.push(b"%d\r\n" % len(message))
 
 
 class Listener(asyncore.dispatcher):
@@ -79,7 +107,7 @@ class Listener(asyncore.dispatcher):
         return int(sock.getsockname()[1])
 
 
-HANDLERS = {"echo": EchoHandler, "lines": ChatHandler}
+HANDLERS = {"echo": EchoHandler, "lines": ChatHandler, "bulk": BulkHandler}
 
 
 def serve(kind: str, announce: Callable[[str], None], loop_kwargs: Any) -> None:

@@ -23,7 +23,7 @@ from .processes import (
     raise_fd_limit,
 )
 from .scenarios import SCENARIOS, Context, Row
-from .settings import DEFAULT, QUICK, Settings
+from .settings import DEFAULT, MIB, QUICK, Settings
 
 RESULTS = CODE_ROOT / "benchmarks" / "results"
 #: descriptors the largest idle run needs in the client: connections plus slack
@@ -39,7 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a few seconds in all")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help=f"run only these scenarios (repeat or comma-separate): {', '.join(SCENARIOS)}")
-    parser.add_argument("--rounds", type=int, help="repetitions per measurement (the best is kept)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per measurement: each figure is "
+                        "their median, shown with their lowest and highest (default 5; --quick: 2)")
+    parser.add_argument("--bulk-in-mib", type=float, metavar="MIB",
+                        help="size of the bulk-in message in MiB (default 80; --quick: 1)")
     parser.add_argument("--python311", metavar="PATH", help="CPython 3.11 for the stdlib baseline "
                         "(default: this interpreter if 3.11, else pyenv's newest 3.11)")
     parser.add_argument("--server-python", metavar="PATH", help="interpreter of the other servers "
@@ -164,7 +167,7 @@ def _header(meta: Dict[str, Any]) -> str:
     lines = [
         f"asyncio-compat benchmarks: {meta['command'].strip()}",
         f"  {meta['date']}, {meta['machine']}",
-        f"  {meta['pinning']}; best of {meta['settings']['rounds']} round(s) per figure",
+        f"  {meta['pinning']}; {report.rounds_text(meta['settings']['rounds'])}",
         f"  {pythons}",
         f"  finished in {meta['seconds']} s",
     ]
@@ -194,6 +197,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     settings: Settings = QUICK if args.quick else DEFAULT
     if args.rounds:
         settings = dataclasses.replace(settings, rounds=max(1, args.rounds))
+    if args.bulk_in_mib:
+        settings = dataclasses.replace(settings, bulk_in_size=max(16, int(args.bulk_in_mib * MIB)))
     python311 = find_python311(args.python311)
     server_python = args.server_python or python311 or sys.executable
     our_pollers = _our_pollers(args.pollers)

@@ -341,6 +341,34 @@ def send_and_summarise(address: Address, payload: bytes, expected: bytes, cpu: C
     return window
 
 
+def send_bulk(address: Address, payload: bytes, expected_crc: int, cpu: CpuProbe) -> Window:
+    """One ``sendall()`` of ``payload`` (a message ending in CRLF) to a ``bulk`` server.
+
+    The window ends when the server's reply (the message's length) arrives;
+    the CRC-32 of what it received is asked for and checked after that.
+    """
+    size = len(payload) - 2
+    sock = connect(address)
+    try:
+        cpu_before = cpu()
+        start = time.perf_counter()
+        try:
+            sock.sendall(payload)
+        except OSError as exc:
+            raise BenchError(f"sending failed: {exc}") from None
+        reply = read_line(sock)
+        window = _window(len(payload), start, cpu_before, cpu)
+        if reply != b"%d\r\n" % size:
+            raise BenchError(f"wrong length: expected {size}, got {reply!r}")
+        sock.sendall(b"CRC\r\n")
+        crc = read_line(sock)
+    finally:
+        sock.close()
+    if crc != b"%d\r\n" % expected_crc:
+        raise BenchError(f"the server received other bytes than sent (CRC-32 {crc!r}, not {expected_crc})")
+    return window
+
+
 def receive_push(address: Address, size: int, cpu: CpuProbe) -> Window:
     """Have the server push ``size`` pattern bytes; check them by CRC-32."""
     expected_crc = zlib.crc32(pattern(size))

@@ -21,6 +21,7 @@ This module runs in the server processes too, under Python 3.9 to 3.13.
 
 from __future__ import annotations
 
+import random
 import zlib
 from typing import List, Optional
 
@@ -45,6 +46,16 @@ def pattern(size: int) -> bytes:
     # one join, not ``block * whole + rest``: that held two copies at once,
     # and the peak RSS of a bulk server would measure this, not the push
     return b"".join([block] * whole + [block[:rest]])
+
+
+def random_payload(size: int, seed: int = 21) -> bytes:
+    """``size`` pseudo-random bytes (the same for a given ``seed``) without CRLF.
+
+    Every ``\\r\\n`` pair has its ``\\n`` replaced by NUL, which cannot
+    form a new pair, so a CRLF appended marks the only end.  Random bytes
+    hold every byte value, a terminator's bytes included, about once in 256.
+    """
+    return random.Random(seed).randbytes(size).replace(b"\r\n", b"\r\0")
 
 
 def lines_payload(count: int, size: int) -> bytes:

@@ -7,16 +7,18 @@ wrong byte) becomes a row with an error instead of a number; the run goes on.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import zlib
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Set, TypeVar
+from statistics import median
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from . import clients
 from .clients import Window
 from .processes import BenchError, Implementation, ServerProcess
-from .protocol import expected_summary, lines_payload, pattern
+from .protocol import expected_summary, lines_payload, random_payload
 from .settings import MIB, Settings
 
 T = TypeVar("T")
@@ -37,9 +39,24 @@ class Row:
     higher_is_better: bool = True
     error: str = ""
     x: Optional[int] = None  #: idle connections (for the plot)
+    #: each round's result and figure per server CPU-second, in the order of
+    #: the rounds; ``value`` and ``per_cpu`` are their medians
+    round_values: List[float] = field(default_factory=list)
+    round_per_cpu: List[float] = field(default_factory=list)
 
     def compared(self) -> Optional[float]:
         return self.per_cpu if self.basis == "per_cpu" else self.value
+
+    def samples(self) -> List[float]:
+        """The compared figure of each round (empty for a failed row)."""
+        if self.error:
+            return []
+        return self.round_per_cpu if self.basis == "per_cpu" else self.round_values
+
+    def spread(self) -> Optional[Tuple[float, float]]:
+        """``(lowest, highest)`` compared figure over the rounds, or None without rounds."""
+        samples = self.samples()
+        return (min(samples), max(samples)) if samples else None
 
 
 @dataclass
@@ -77,40 +94,55 @@ def _with_server(
             raise BenchError(_explained(exc, server)) from None
 
 
-def _explained(exc: Exception, server: ServerProcess, limit: int = 160) -> str:
+def _explained(exc: Exception, server: ServerProcess, limit: int = 300) -> str:
     """The error, with the server's last words when it said anything."""
-    said = server.log_tail(1)
+    said = last_words(server.log_tail(1))
     text = f"{exc} (server: {said})" if said and said != "(no output)" else str(exc)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _best_rounds(
-    ctx: Context, impls: List[Implementation], measure: Callable[[Implementation], Window],
-    key: Callable[[Window], float],
-) -> Dict[str, object]:
-    """Run ``measure`` for every implementation, round after round (interleaved).
+#: asyncore's one-line report of an exception in a channel: the channel's
+#: repr, then ``(<class 'Type'>:message [file|function|line] ...)``
+_COMPACT_TRACEBACK = re.compile(
+    r"uncaptured python exception.*\(<class '(?P<type>[\w.]+)'>:(?P<message>.*?)"
+    r"(?: \[[^\[\]]*\|[^\[\]]*\])*\)$"
+)
 
-    Returns the best window per label, or the error text of its failure.
+
+def last_words(line: str) -> str:
+    """A server's last line, reduced to ``Type: message`` when it is asyncore's
+    report of an exception in a channel (the reason, not the channel's repr)."""
+    found = _COMPACT_TRACEBACK.search(line)
+    if found is None:
+        return line
+    kind = found.group("type").rsplit(".", 1)[-1]
+    return f"{kind}: {found.group('message').strip()}"
+
+
+Outcome = Union[List[Window], str]  #: a window per round, or why it failed
+
+
+def interleaved_rounds(
+    ctx: Context, impls: List[Implementation], measure: Callable[[Implementation], Window],
+) -> Dict[str, Outcome]:
+    """Run ``measure`` for every implementation, round after round.
+
+    The implementations take turns within each round (interleaved), so that
+    a burst of foreign load or a change of the machine's state hits them all.
+    Returns every round's window per label, or the error text of its failure.
     """
-    best: Dict[str, object] = {}
+    found: Dict[str, Outcome] = {impl.label: [] for impl in impls}
     for round_number in range(ctx.settings.rounds):
         for impl in impls:
-            if isinstance(best.get(impl.label), str):
+            windows = found[impl.label]
+            if isinstance(windows, str):
                 continue  # failed once: it will fail again
             ctx.progress(f"  {impl.label}: round {round_number + 1}/{ctx.settings.rounds}")
             try:
-                window = measure(impl)
+                windows.append(measure(impl))
             except BenchError as exc:
-                best[impl.label] = str(exc)
-                continue
-            previous = best.get(impl.label)
-            if not isinstance(previous, Window) or key(window) > key(previous):
-                best[impl.label] = window
-    return best
-
-
-def _by_cpu(window: Window) -> float:
-    return window.per_cpu if window.per_cpu is not None else window.rate
+                found[impl.label] = str(exc)
+    return found
 
 
 # -- echo -------------------------------------------------------------------------------
@@ -131,22 +163,41 @@ def _echo_rows(
 
         return _with_server(ctx, impl, "echo", body, pin=pin)
 
-    best = _best_rounds(ctx, impls, measure, _by_cpu)
-    return [_window_row(scenario, case, impl, best[impl.label], "msg/s", 1.0) for impl in impls]
+    found = interleaved_rounds(ctx, impls, measure)
+    return [window_row(scenario, case, impl, found[impl.label], "msg/s", 1.0) for impl in impls]
 
 
-def _window_row(
-    scenario: str, case: str, impl: Implementation, outcome: object, unit: str, scale: float,
+def window_row(
+    scenario: str, case: str, impl: Implementation, outcome: Outcome, unit: str, scale: float,
     basis: str = "per_cpu",
 ) -> Row:
-    """A row from a window (its count divided by ``scale``) or from an error text."""
-    if not isinstance(outcome, Window):
-        return _failed(scenario, case, impl, unit, str(outcome), basis=basis)
-    per_cpu = outcome.per_cpu
+    """A row from the rounds' windows (counts divided by ``scale``) or from an error text.
+
+    The figures are the medians of the rounds, whose own figures the row
+    keeps.  Without a CPU figure in every round, the
+    result itself is compared.
+    """
+    if isinstance(outcome, str) or not outcome:
+        return _failed(scenario, case, impl, unit, str(outcome) or "no round ran", basis=basis)
+    rates = [window.rate / scale for window in outcome]
+    per_cpus = [window.per_cpu / scale for window in outcome if window.per_cpu is not None]
+    if len(per_cpus) < len(rates):
+        per_cpus = []
+        basis = "value"
     return Row(
-        scenario, case, impl.label, impl.family, unit, value=outcome.rate / scale,
-        per_cpu=None if per_cpu is None else per_cpu / scale, basis=basis,
+        scenario, case, impl.label, impl.family, unit, value=median(rates),
+        per_cpu=median(per_cpus) if per_cpus else None, basis=basis, round_values=rates,
+        round_per_cpu=per_cpus,
     )
+
+
+def _median_row(
+    scenario: str, case: str, impl: Implementation, values: List[float], unit: str,
+    higher_is_better: bool = True,
+) -> Row:
+    """A row whose figure is the median of ``values`` (one per round)."""
+    return Row(scenario, case, impl.label, impl.family, unit, value=median(values),
+               higher_is_better=higher_is_better, round_values=list(values))
 
 
 def run_echo(ctx: Context) -> List[Row]:
@@ -199,8 +250,8 @@ def _worker_rows(ctx: Context, impls: List[Implementation], case: str, processes
 
         return _with_server(ctx, impl, "echo", body, pin=False)
 
-    best = _best_rounds(ctx, impls, measure, lambda window: window.rate)
-    return [_window_row("workers", case, impl, best[impl.label], "msg/s", 1.0, "value") for impl in impls]
+    found = interleaved_rounds(ctx, impls, measure)
+    return [window_row("workers", case, impl, found[impl.label], "msg/s", 1.0, "value") for impl in impls]
 
 
 def _scaling_note(rows: List[Row], cores: int) -> str:
@@ -226,44 +277,90 @@ def _kind_for_idle(impl: Implementation) -> str:
 
 
 def run_idle(ctx: Context) -> List[Row]:
-    """One ping-pong connection beside 100, 1,000, 10,000 idle ones; peak RSS at the end."""
+    """One ping-pong connection beside 100, 1,000, 10,000 idle ones; peak RSS at the end.
+
+    Each round starts a fresh server per implementation and steps through the
+    sizes; an implementation that fails at a size is, in later rounds, only
+    run at the sizes below it.
+    """
+    impls = ctx.pick(["floor", "asyncio", "ours", "stdlib"])
+    progress = {impl.label: _IdleRounds() for impl in impls}
+    for round_number in range(ctx.settings.rounds):
+        for impl in impls:
+            record = progress[impl.label]
+            if record.setup_error:
+                continue
+            ctx.progress(f"  {impl.label}: round {round_number + 1}/{ctx.settings.rounds}")
+            try:
+                _with_server(ctx, impl, _kind_for_idle(impl), partial(_idle_round, ctx, record))
+            except BenchError as exc:
+                record.setup_error = str(exc)
     rows: List[Row] = []
-    for impl in ctx.pick(["floor", "asyncio", "ours", "stdlib"]):
-        ctx.progress(f"  {impl.label}")
-        try:
-            rows.extend(_with_server(ctx, impl, _kind_for_idle(impl), partial(_idle_steps, ctx, impl)))
-        except BenchError as exc:
-            rows.append(_failed("idle", "setup", impl, "round trips/s", str(exc)))
+    for impl in impls:
+        rows.extend(progress[impl.label].rows(impl, ctx.settings.idle_sizes))
     return rows
 
 
-def _idle_steps(ctx: Context, impl: Implementation, server: ServerProcess) -> List[Row]:
-    rows: List[Row] = []
+@dataclass
+class _IdleRounds:
+    """What the rounds of one implementation gave in the ``idle`` scenario."""
+
+    windows: Dict[int, List[Window]] = field(default_factory=dict)  #: per size, one per round
+    failed_at: Optional[int] = None  #: the size that failed, and why
+    error: str = ""
+    setup_error: str = ""
+    peaks: List[int] = field(default_factory=list)  #: bytes, one per round that reached the top
+
+    def sizes(self, sizes: Sequence[int]) -> List[int]:
+        """The sizes still to measure: those below a failed one."""
+        return [size for size in sizes if self.failed_at is None or size < self.failed_at]
+
+    def rows(self, impl: Implementation, sizes: Sequence[int]) -> List[Row]:
+        if self.setup_error and not self.windows:
+            return [_failed("idle", "setup", impl, "round trips/s", self.setup_error)]
+        found = []
+        for size in sizes:
+            case = f"{size:,} idle"
+            if size == self.failed_at:
+                found.append(_failed("idle", case, impl, "round trips/s", self.error, basis="value", x=size))
+                break
+            if size in self.windows:
+                row = window_row("idle", case, impl, self.windows[size], "round trips/s", 1.0, "value")
+                row.x = size
+                found.append(row)
+        if self.failed_at is None and self.peaks:
+            found.append(_memory_row(impl, self.peaks, sizes[-1]))
+        return found
+
+
+def _idle_round(ctx: Context, record: _IdleRounds, server: ServerProcess) -> None:
     idle: List[socket.socket] = []
     active = clients.connect(server.address)
     try:
-        for size in ctx.settings.idle_sizes:
-            row = _idle_step(ctx, impl, server, active, idle, size)
-            rows.append(row)
-            if row.error:
-                break
-        if not rows[-1].error:
+        sizes = record.sizes(ctx.settings.idle_sizes)
+        for size in sizes:
+            outcome = _idle_window(ctx, server, active, idle, size)
+            if isinstance(outcome, str):
+                record.failed_at, record.error = size, outcome
+                return
+            record.windows.setdefault(size, []).append(outcome)
+        if sizes and sizes[-1] == ctx.settings.idle_sizes[-1]:
             server.stop()  # first: TIME_WAIT then lands on the server's side
-            rows.append(_memory_row(impl, server, ctx.settings.idle_sizes[-1]))
+            if server.peak_rss is not None:
+                record.peaks.append(server.peak_rss)
     finally:
         server.stop()
         active.close()
         for sock in idle:
             sock.close()
-    return rows
 
 
-def _idle_step(
-    ctx: Context, impl: Implementation, server: ServerProcess, active: socket.socket,
-    idle: List[socket.socket], size: int,
-) -> Row:
+def _idle_window(
+    ctx: Context, server: ServerProcess, active: socket.socket, idle: List[socket.socket], size: int,
+) -> Union[Window, str]:
+    """The median of ``idle_windows`` ping-pong windows beside ``size`` idle
+    connections, or why it failed."""
     s = ctx.settings
-    case = f"{size:,} idle"
     try:
         clients.open_idle(server.address, size - len(idle), idle)
         windows = [
@@ -271,18 +368,13 @@ def _idle_step(
             for _ in range(s.idle_windows)
         ]
     except (BenchError, OSError) as exc:
-        return _failed("idle", case, impl, "round trips/s", _explained(exc, server), basis="value", x=size)
-    row = _window_row("idle", case, impl, max(windows, key=lambda w: w.rate), "round trips/s", 1.0, "value")
-    row.x = size
-    return row
+        return _explained(exc, server)
+    return sorted(windows, key=lambda w: w.rate)[len(windows) // 2]
 
 
-def _memory_row(impl: Implementation, server: ServerProcess, size: int) -> Row:
-    case = f"{size:,} idle"
-    if server.peak_rss is None:
-        return _failed("memory", case, impl, "MiB peak RSS", "ru_maxrss unavailable", higher_is_better=False)
-    return Row("memory", case, impl.label, impl.family, "MiB peak RSS",
-               value=server.peak_rss / MIB, higher_is_better=False)
+def _memory_row(impl: Implementation, peaks: List[int], size: int) -> Row:
+    return _median_row("memory", f"{size:,} idle", impl, [rss / MIB for rss in peaks], "MiB peak RSS",
+                       higher_is_better=False)
 
 
 # -- asynchat throughput ---------------------------------------------------------------------
@@ -300,9 +392,9 @@ def run_lines(ctx: Context) -> List[Row]:
     def measure(impl: Implementation) -> Window:
         return _with_server(ctx, impl, "lines", partial(_summarised, payload, expected))
 
-    best = _best_rounds(ctx, impls, measure, _by_cpu)
-    bytes_per_line = float(s.line_size)
-    return [_window_row("lines", case, impl, best[impl.label], "lines/s", bytes_per_line) for impl in impls]
+    found = interleaved_rounds(ctx, impls, measure)
+    bytes_per_line = float(s.line_size)  # the windows count bytes
+    return [window_row("lines", case, impl, found[impl.label], "lines/s", bytes_per_line) for impl in impls]
 
 
 def _summarised(payload: bytes, expected: bytes, server: ServerProcess) -> Window:
@@ -310,58 +402,72 @@ def _summarised(payload: bytes, expected: bytes, server: ServerProcess) -> Windo
 
 
 def run_bulk(ctx: Context) -> List[Row]:
-    """One message of ``bulk_size`` bytes in, and one ``push()`` of that size out.
+    """One large message in, and one ``push()`` of ``bulk_size`` bytes out.
 
-    Besides the rates, each server's peak RSS (the highest over the rounds).
+    ``bulk in`` is one ``sendall()`` of ``bulk_in_size`` bytes ending in
+    CRLF, to an ``async_chat`` that appends each piece to a list and joins
+    them at the terminator (:class:`benchmarks.asyncore_servers.BulkHandler`).
+    Besides the rates, each server's peak RSS (the median over the rounds).
     """
     s = ctx.settings
-    body = pattern(s.bulk_size)
-    expected = b"1 %d\n" % zlib.crc32(body)
-    payload = body + b"\n"
+    message = random_payload(s.bulk_in_size - 2)
+    message_crc = zlib.crc32(message)
+    payload = message + b"\r\n"
+    del message  # one copy of it in memory is enough
     impls = ctx.pick(["ours", "stdlib"])  # every backend, as in run_lines
-    size_text = f"{s.bulk_size // MIB} MiB"
-    peaks: Dict[str, Dict[str, int]] = {"bulk in": {}, "bulk out": {}}
+    peaks: Dict[str, Dict[str, List[int]]] = {"bulk in": {}, "bulk out": {}}
 
     def inbound(impl: Implementation) -> Window:
-        return _peak_noted(ctx, impl, partial(_summarised, payload, expected), peaks["bulk in"])
+        def body(srv: ServerProcess) -> Window:
+            return clients.send_bulk(srv.address, payload, message_crc, srv.cpu_time)
+
+        return _peak_noted(ctx, impl, "bulk", body, peaks["bulk in"])
 
     def outbound(impl: Implementation) -> Window:
         def body(srv: ServerProcess) -> Window:
             return clients.receive_push(srv.address, s.bulk_size, srv.cpu_time)
 
-        return _peak_noted(ctx, impl, body, peaks["bulk out"])
+        return _peak_noted(ctx, impl, "lines", body, peaks["bulk out"])
 
+    cases = {"bulk in": f"one sendall() of {_mib(s.bulk_in_size)}, CRLF-terminated",
+             "bulk out": f"push() of {_mib(s.bulk_size)}"}
     rows = []
     for scenario, measure in (("bulk in", inbound), ("bulk out", outbound)):
-        best = _best_rounds(ctx, impls, measure, _by_cpu)
-        case = f"one {size_text} message" if scenario == "bulk in" else f"push() of {size_text}"
-        rows += [_window_row(scenario, case, impl, best[impl.label], "MiB/s", MIB) for impl in impls]
-        rows += [_peak_row(f"{scenario}, {case}", impl, peaks[scenario].get(impl.label)) for impl in impls]
+        found = interleaved_rounds(ctx, impls, measure)
+        case = cases[scenario]
+        rows += [window_row(scenario, case, impl, found[impl.label], "MiB/s", MIB) for impl in impls]
+        rows += [_peak_row(f"{scenario}, {case}", impl, peaks[scenario].get(impl.label, []))
+                 for impl in impls]
     return rows
 
 
+def _mib(size: int) -> str:
+    return f"{size // MIB} MiB" if size % MIB == 0 else f"{size / MIB:.1f} MiB"
+
+
 def _peak_noted(
-    ctx: Context, impl: Implementation, body: Callable[[ServerProcess], Window], peaks: Dict[str, int],
+    ctx: Context, impl: Implementation, kind: str, body: Callable[[ServerProcess], Window],
+    peaks: Dict[str, List[int]],
 ) -> Window:
-    """Run ``body`` against a ``lines`` server; keep the highest peak RSS per label in ``peaks``."""
+    """Run ``body`` against a ``kind`` server; add its peak RSS to ``peaks[label]``."""
     servers: List[ServerProcess] = []
 
     def noting(server: ServerProcess) -> Window:
         servers.append(server)
         return body(server)
 
-    window = _with_server(ctx, impl, "lines", noting)
+    window = _with_server(ctx, impl, kind, noting)
     rss = servers[0].peak_rss  # known now: the server has been stopped
     if rss is not None:
-        peaks[impl.label] = max(rss, peaks.get(impl.label, 0))
+        peaks.setdefault(impl.label, []).append(rss)
     return window
 
 
-def _peak_row(case: str, impl: Implementation, rss: Optional[int]) -> Row:
-    if rss is None:
+def _peak_row(case: str, impl: Implementation, peaks: List[int]) -> Row:
+    if not peaks:
         return _failed("bulk memory", case, impl, "MiB peak RSS", "no peak RSS", higher_is_better=False)
-    return Row("bulk memory", case, impl.label, impl.family, "MiB peak RSS",
-               value=rss / MIB, higher_is_better=False)
+    return _median_row("bulk memory", case, impl, [rss / MIB for rss in peaks], "MiB peak RSS",
+                       higher_is_better=False)
 
 
 # -- loop(0, count=1) latency -------------------------------------------------------------------
@@ -372,16 +478,27 @@ def run_latency(ctx: Context) -> List[Row]:
     s = ctx.settings
     case = f"loop(0, count=1), {s.latency_dispatchers:,} idle"
     args = ["--dispatchers", str(s.latency_dispatchers), "--duration", str(s.latency_duration)]
+    impls = ctx.pick(["ours", "stdlib"])
+    found: Dict[str, Union[List[float], str]] = {impl.label: [] for impl in impls}
+    for round_number in range(s.rounds):
+        for impl in impls:
+            seconds = found[impl.label]
+            if isinstance(seconds, str):
+                continue
+            ctx.progress(f"  {impl.label}: round {round_number + 1}/{s.rounds}")
+            try:
+                seconds.append(_latency_once(ctx, impl, args))
+            except BenchError as exc:
+                found[impl.label] = str(exc)
     rows = []
-    for impl in ctx.pick(["ours", "stdlib"]):
-        ctx.progress(f"  {impl.label}")
-        try:
-            best = min(_latency_once(ctx, impl, args) for _ in range(s.rounds))
-        except BenchError as exc:
-            rows.append(_failed("latency", case, impl, "us/call", str(exc), higher_is_better=False))
+    for impl in impls:
+        seconds = found[impl.label]
+        if isinstance(seconds, str) or not seconds:
+            rows.append(_failed("latency", case, impl, "us/call", str(seconds) or "no round ran",
+                                higher_is_better=False))
             continue
-        rows.append(Row("latency", case, impl.label, impl.family, "us/call",
-                        value=best * 1e6, higher_is_better=False))
+        rows.append(_median_row("latency", case, impl, [value * 1e6 for value in seconds], "us/call",
+                                higher_is_better=False))
     return rows
 
 

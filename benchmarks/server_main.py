@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.server_main")
     parser.add_argument("--impl", required=True,
                         choices=["ours", "stdlib", "workers", "selectors", "asyncio"])
-    parser.add_argument("--kind", required=True, choices=["echo", "lines", "latency"])
+    parser.add_argument("--kind", required=True, choices=["echo", "lines", "bulk", "latency"])
     parser.add_argument("--poller", help="our backend (ours, workers)")
     parser.add_argument("--use-poll", action="store_true", help="stdlib: loop(use_poll=True)")
     parser.add_argument("--workers", type=int, default=1)

@@ -36,17 +36,19 @@ def _default_worker_counts() -> Tuple[int, ...]:
 class Settings:
     """Every bound of a run: each measurement stops at its duration or count."""
 
-    rounds: int = 3  #: repetitions; the best one is kept (the VM is shared and noisy)
+    #: interleaved rounds; each figure is their median, shown with their lowest and highest
+    rounds: int = 5
     echo_connections: int = 100
     echo_duration: float = 1.0
     echo_max_messages: int = 1_000_000
     idle_sizes: Tuple[int, ...] = (100, 1_000, 10_000)
-    idle_duration: float = 0.3  #: one window; the best of ``idle_windows`` is kept
-    idle_windows: int = 5
+    idle_duration: float = 0.3  #: one window; a round keeps the median of ``idle_windows``
+    idle_windows: int = 1
     idle_max_round_trips: int = 100_000
     line_count: int = 500_000
     line_size: int = 100
-    bulk_size: int = 100 * MIB
+    bulk_size: int = 100 * MIB  #: bulk out: one push() of this many bytes
+    bulk_in_size: int = 80 * MIB  #: bulk in: one sendall() of this many bytes, CRLF included
     latency_dispatchers: int = 1_000
     latency_duration: float = 0.3
     #: workers scenario: 1, 2, 4, ... workers, up to half the cores (see scaled_worker_counts)
@@ -57,7 +59,7 @@ DEFAULT = Settings()
 
 #: a run of seconds that exercises every code path (the smoke test uses it)
 QUICK = Settings(
-    rounds=1,
+    rounds=2,
     echo_connections=10,
     echo_duration=0.1,
     echo_max_messages=20_000,
@@ -67,6 +69,7 @@ QUICK = Settings(
     idle_max_round_trips=5_000,
     line_count=10_000,
     bulk_size=1 * MIB,
+    bulk_in_size=1 * MIB,
     latency_dispatchers=100,
     latency_duration=0.02,
 )

@@ -194,3 +194,36 @@ def test_a_tiny_run_writes_the_docs_files(tmp_path: Path) -> None:
     run = (directory / "run.rst").read_text()
     assert f"{os.cpu_count()} logical CPUs" in run and "--docs-dir" in run
     _check_plots(directory, done.stderr.splitlines(), ["echo", "latency"])
+
+
+def test_tables_show_the_rounds_and_the_targets_say_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(report, "_pyplot", lambda: None)
+    rows = [
+        Row("lines", "9 lines", "selectors loop (floor)", "floor", "lines/s", 100.0, 100.0, "per_cpu",
+            round_values=[100.0, 100.0, 100.0], round_per_cpu=[100.0, 100.0, 100.0]),
+        Row("lines", "9 lines", "ours epoll", "ours", "lines/s", 80.0, 76.0, "per_cpu",
+            round_values=[70.0, 80.0, 90.0], round_per_cpu=[75.0, 76.0, 96.0]),
+    ]
+    directory = _docs_dir(tmp_path)
+    report.write_docs(directory, rows, dict(_meta(), settings={"rounds": 3}))
+    tables = check_csv(directory)
+    lines = tables["lines--9-lines.csv"]
+    assert lines[0] == ["Implementation", "Result", "Per server CPU-second", "Rounds (lowest-highest)",
+                        "vs floor"]
+    # ranges do not break at their hyphen (U+2011), so a narrow column wraps at the space
+    assert lines[2] == ["ours epoll", "80 lines/s", "76", "75\u201196", "0.76 (0.75\u20110.96)"]
+    targets = tables["targets.csv"]
+    assert targets[0] == ["Target", "Measured (median)", "Rounds (lowest-highest)", "Verdict", "Why"]
+    assert targets[1][1:4] == ["0.760", "0.750\u20110.960", "NOT met"]
+    assert targets[1][4].startswith("within the spread: the rounds gave 0.750 to 0.960; async_chat makes")
+    assert ":class: benchmark-table benchmark-targets" in (directory / "results.rst").read_text()
+    assert "median of 3 interleaved rounds" in (directory / "run.rst").read_text()
+    check_rest(directory)
+
+
+def test_the_verdict_column_does_not_wrap() -> None:
+    css = (REPO / "docs" / "_static" / "benchmarks.css").read_text()
+    rule = css.split("table.benchmark-targets td:nth-child(4)", 1)[1].split("}", 1)[0]
+    assert "white-space: nowrap" in rule

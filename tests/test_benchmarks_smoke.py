@@ -7,6 +7,7 @@ a wrong byte, and that the line splitters agree on what they were sent.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -23,10 +24,12 @@ import pollers
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import clients, protocol, report  # noqa: E402
+from benchmarks import clients, protocol, report, scenarios  # noqa: E402
+from benchmarks.clients import Window  # noqa: E402
 from benchmarks.other_servers import LineSplitter  # noqa: E402
-from benchmarks.processes import BenchError, cpu_seconds, find_python311  # noqa: E402
-from benchmarks.scenarios import SCENARIOS, Row  # noqa: E402
+from benchmarks.processes import BenchError, Implementation, ServerProcess, cpu_seconds, find_python311  # noqa: E402
+from benchmarks.scenarios import SCENARIOS, Context, Row  # noqa: E402
+from benchmarks.settings import QUICK  # noqa: E402
 
 needs_posix = pytest.mark.skipif(os.name != "posix", reason="the suite forks and uses resource limits")
 
@@ -47,6 +50,10 @@ def test_quick_run_covers_every_scenario(tmp_path: Path) -> None:
     failed = [(row["label"], row["case"], row["error"]) for row in rows if row["error"]]
     assert failed == []  # the quick sizes stay below every select() limit
     assert all(row["value"] > 0 for row in rows)
+    # every figure is the median of the quick run's two rounds, which the row keeps
+    assert all(len(row["round_values"]) == 2 for row in rows)
+    assert any(row["case"].startswith("one sendall() of 1 MiB, CRLF") for row in rows
+               if row["scenario"] == "bulk in")
     labels = {row["label"] for row in rows}
     ours = {f"ours {name}" for name in pollers.available()}
     assert {"selectors loop (floor)", "asyncio Protocol"} | ours <= labels
@@ -146,6 +153,9 @@ def test_payloads_have_the_asked_shape() -> None:
     assert b"\n" not in protocol.pattern(100_000) and len(protocol.pattern(100_000)) == 100_000
     with pytest.raises(ValueError, match="at least 13 bytes"):
         protocol.lines_payload(1, 12)
+    noise = protocol.random_payload(200_000)
+    assert len(noise) == 200_000 and b"\r\n" not in noise and noise == protocol.random_payload(200_000)
+    assert noise.count(b"\r") > 500 and noise.count(b"\n") > 500  # the terminator's bytes, often
 
 
 def test_ratios_and_verdicts() -> None:
@@ -163,7 +173,7 @@ def test_ratios_and_verdicts() -> None:
         row("memory", "3.11 asyncore select", "stdlib", 20.0, higher_is_better=False),
         row("memory", "3.11 asyncore poll", "stdlib", 30.0, higher_is_better=False),
     ]
-    results = {text: (value, verdict) for text, value, verdict in report.targets(rows, "ours epoll")}
+    results = {v.target: (v.measured, v.verdict) for v in report.targets(rows, "ours epoll")}
 
     def verdict(prefix: str) -> object:
         return next(found for text, found in results.items() if text.startswith(prefix))
@@ -200,7 +210,7 @@ def test_targets_of_the_performance_issue() -> None:
         row("latency", "ours select", 210.0, higher_is_better=False),
         row("latency", "3.11 asyncore select", 160.0, higher_is_better=False),
     ]
-    results = {text: (value, verdict) for text, value, verdict in report.targets(rows, "ours epoll")}
+    results = {v.target: (v.measured, v.verdict) for v in report.targets(rows, "ours epoll")}
 
     def verdict(prefix: str) -> object:
         return next(found for text, found in results.items() if text.startswith(prefix))
@@ -229,3 +239,102 @@ def test_every_scenario_is_documented() -> None:
     page = (REPO / "docs" / "performance.rst").read_text()
     for name in SCENARIOS:
         assert f"``{name}``" in page
+
+
+# -- rounds: interleaved, medians, spreads, and verdicts that say why --------------------------
+
+
+def _impl(label: str, family: str = "ours") -> Implementation:
+    return Implementation(label, "ours", sys.executable, family=family)
+
+
+def test_rounds_interleave_the_implementations_and_keep_every_window() -> None:
+    ran: List[str] = []
+
+    def measure(impl: Implementation) -> Window:
+        ran.append(impl.label)
+        if impl.label == "b" and ran.count("b") == 2:
+            raise BenchError("b broke")
+        return Window(count=len(ran), seconds=1.0, cpu=0.5)
+
+    ctx = Context(dataclasses.replace(QUICK, rounds=3), [], progress=lambda _: None)
+    found = scenarios.interleaved_rounds(ctx, [_impl("a"), _impl("b"), _impl("c")], measure)
+    # a, b and c take turns; b is not run again once it failed
+    assert ran == ["a", "b", "c", "a", "b", "c", "a", "c"]
+    assert found["b"] == "b broke"
+    assert [w.count for w in found["a"]] == [1, 4, 7]  # type: ignore[union-attr]
+
+
+def test_a_row_is_the_median_of_its_rounds_and_keeps_them() -> None:
+    windows = [Window(300, 1.0, 1.0), Window(100, 1.0, 0.5), Window(200, 1.0, 0.25)]
+    row = scenarios.window_row("echo", "case", _impl("ours epoll"), windows, "msg/s", 1.0)
+    assert row.value == 200 and row.per_cpu == 300  # medians of 300/100/200 and 300/200/800
+    assert row.round_per_cpu == [300, 200, 800] and row.spread() == (200, 800)
+    assert report.spread_text(row) == "200-800"
+    # a round without a CPU figure: the result itself is compared
+    windows[1] = Window(100, 1.0, None)
+    row = scenarios.window_row("echo", "case", _impl("ours epoll"), windows, "msg/s", 1.0)
+    assert row.basis == "value" and row.per_cpu is None and row.spread() == (100, 300)
+    failed = scenarios.window_row("echo", "case", _impl("ours epoll"), "it broke", "msg/s", 1.0)
+    assert failed.error == "it broke" and failed.spread() is None
+
+
+def _rounds_row(label: str, family: str, values: List[float], scenario: str = "echo") -> Row:
+    return Row(scenario, "case", label, family, "msg/s", value=sorted(values)[len(values) // 2],
+               basis="value", round_values=values)
+
+
+def test_ratios_are_shown_with_the_spread_of_the_per_round_ratios() -> None:
+    ours = _rounds_row("ours epoll", "ours", [90.0, 100.0, 120.0])
+    theirs = _rounds_row("3.11 asyncore poll", "stdlib", [100.0, 100.0, 100.0])
+    assert report.ratio_spread(ours, theirs) == (pytest.approx(0.9), pytest.approx(1.2))
+    assert report.csv_rows([ours, theirs])[1] == ["ours epoll", "100 msg/s", "90\u2011120",
+                                                  "1.00 (0.90\u20111.20)"]
+    one_round = _rounds_row("ours epoll", "ours", [90.0])
+    assert report.ratio_spread(one_round, theirs) is None and report.spread_text(one_round) == ""
+
+
+def test_a_verdict_says_why_it_is_not_met_or_when_the_rounds_cannot_tell() -> None:
+    rows = [
+        _rounds_row("selectors loop (floor)", "floor", [100.0, 100.0, 100.0]),
+        _rounds_row("ours epoll", "ours", [90.0, 94.0, 97.0]),
+        _rounds_row("3.11 asyncore poll", "stdlib", [100.0, 100.0, 100.0]),
+        _rounds_row("selectors loop (floor)", "floor", [100.0, 100.0, 100.0], "lines"),
+        _rounds_row("ours epoll", "ours", [70.0, 75.0, 80.0], "lines"),
+    ]
+    found = {v.target.split(" (")[0]: v for v in report.targets(rows, "ours epoll")}
+    echo_floor = found["echo: ours >= 0.95 x selectors loop"]
+    assert echo_floor.verdict == "NOT met" and echo_floor.spread == (pytest.approx(0.9), pytest.approx(0.97))
+    assert echo_floor.why.startswith("within the spread: the rounds gave 0.900 to 0.970")
+    lines = found["lines: ours >= 0.95 x linear splitter"]
+    assert lines.verdict == "NOT met" and "within the spread" not in lines.why
+    assert "found_terminator()" in lines.why  # the cost behind it
+    rows[2] = _rounds_row("3.11 asyncore poll", "stdlib", [92.0, 93.0, 95.0])
+    verdicts = report.targets(rows, "ours epoll")
+    echo_311 = next(v for v in verdicts if v.target.startswith("echo: ours >= 1.00"))
+    assert echo_311.verdict == "met" and echo_311.why.startswith("met at the median")
+    assert "NOT met" in report.targets_text(report.targets(rows, "ours epoll"))
+
+
+def test_a_channel_exception_in_the_servers_last_words_keeps_its_reason() -> None:
+    line = ("error: uncaptured python exception, closing channel <benchmarks.asyncore_servers.ChatHandler "
+            "connected 127.0.0.1:51760 at 0x7fd6651101d0> (<class 'ValueError'>:fd 1044 is out of range "
+            "for select() (at or above FD_SETSIZE, 1024 on most systems); use the poll, epoll or kqueue "
+            "backend [/x/_loop.py|_apply_interest|387] [/x/_base.py|set_mask|232])")
+    assert scenarios.last_words(line) == (
+        "ValueError: fd 1044 is out of range for select() (at or above FD_SETSIZE, 1024 on most "
+        "systems); use the poll, epoll or kqueue backend")
+    plain = "ValueError: filedescriptor out of range in select()"
+    assert scenarios.last_words(plain) == plain
+
+
+@needs_posix
+@pytest.mark.timeout(60)
+def test_the_bulk_server_answers_with_the_length_and_the_crc_of_what_it_got() -> None:
+    server_impl = Implementation("ours", "ours", sys.executable, ("--poller", pollers.available()[0]), "ours")
+    message = protocol.pattern(300_000)
+    with ServerProcess(server_impl, "bulk") as server:
+        window = clients.send_bulk(server.address, message + b"\r\n", zlib.crc32(message), server.cpu_time)
+        assert window.count == len(message) + 2
+        with pytest.raises(BenchError, match="other bytes than sent"):
+            clients.send_bulk(server.address, message + b"\r\n", zlib.crc32(message) ^ 1, server.cpu_time)
