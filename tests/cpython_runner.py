@@ -2,10 +2,10 @@
 
     python tests/cpython_runner.py SUITE POLLER
 
-SUITE is ``test_asyncore``, ``test_asynchat`` or ``test_socketserver``;
+SUITE is ``test_asyncore``, ``test_asynchat``, ``test_smtpd`` or ``test_socketserver``;
 POLLER is the backend made the process default.  The test file is loaded at
 run time from an installed CPython (never copied into this repository):
-3.11's for asyncore and asynchat, which left the stdlib in 3.12; for
+3.11's for asyncore, asynchat and smtpd, which left the stdlib in 3.12; for
 socketserver, this interpreter's own file from 3.12 on and 3.11's before.
 Exit status 0 when the suite passed; 2 when it cannot run here
 (:func:`why_unavailable` says why).
@@ -35,6 +35,10 @@ SUBSTITUTES = {
     "test_asyncore": {"asyncore": "asyncio_compat.asyncore"},
     "test_asynchat": {"asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat"},
     "test_socketserver": {"socketserver": "asyncio_compat.socketserver"},
+    "test_smtpd": {
+        "asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat",
+        "smtpd": "asyncio_compat.smtpd",
+    },
 }
 
 
