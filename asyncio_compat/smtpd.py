@@ -159,12 +159,11 @@ class SMTPChannel(asynchat.async_chat):
         if enable_SMTPUTF8 and decode_data:
             raise ValueError(_BOTH_MODES)
         super().__init__(conn, map=map)
-        self.smtp_server = server
-        self.conn = conn
-        self.addr = addr
-        self.data_size_limit = data_size_limit
-        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        # settings first, then who is talking to whom
         self._decode_data = decode_data
+        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        self.data_size_limit = data_size_limit
+        self.smtp_server, self.conn, self.addr = server, conn, addr
         self._set_rset_state()
         self.seen_greeting = ""
         self.extended_smtp = False
@@ -190,12 +189,11 @@ class SMTPChannel(asynchat.async_chat):
 
     def _set_post_data_state(self) -> None:
         """Forget the transaction (sender, recipients, SMTPUTF8) after a message."""
-        self.smtp_state = self.COMMAND
-        self.mailfrom = None
-        self.rcpttos = []
-        self.require_SMTPUTF8 = False
-        self.num_bytes = 0
         self.set_terminator(b"\r\n")
+        self.num_bytes = 0
+        self.require_SMTPUTF8 = False
+        self.mailfrom, self.rcpttos = None, []
+        self.smtp_state = self.COMMAND
 
     def _set_rset_state(self) -> None:
         """Forget the transaction and the input collected; the greeting stays."""
@@ -478,13 +476,13 @@ class SMTPServer(asyncore.dispatcher):
         data_size_limit: Optional[int] = DATA_SIZE_DEFAULT, map: Optional[asyncore.SocketMapType] = None,
         enable_SMTPUTF8: bool = False, decode_data: bool = False,
     ) -> None:
-        self._localaddr = localaddr
-        self._remoteaddr = remoteaddr
-        self.data_size_limit = data_size_limit
-        self.enable_SMTPUTF8 = enable_SMTPUTF8
-        self._decode_data = decode_data
         if enable_SMTPUTF8 and decode_data:
             raise ValueError(_BOTH_MODES)
+        self._localaddr, self._remoteaddr = localaddr, remoteaddr
+        # handed to every channel this server makes
+        self._decode_data = decode_data
+        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        self.data_size_limit = data_size_limit
         super().__init__(map=map)
         try:
             self._listen(localaddr)
