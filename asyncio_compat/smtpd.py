@@ -28,11 +28,13 @@ import signal
 import smtplib
 import socket
 import sys
+import threading
 import time
 import warnings
-from typing import Any, Dict, List, NoReturn, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple, Union
 
 from . import asynchat, asyncore
+from ._loop import SocketMap
 from ._shutdown import shutdown
 from ._smtp_syntax import (
     check_mail_params,
@@ -44,9 +46,14 @@ from ._smtp_syntax import (
     strip_keyword,
     unstuff,
 )
+from .idle import IdleTimeoutMixin
 from .signals import add_signal_handler, remove_signal_handler
 
-__all__ = ["SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy"]
+__all__ = [
+    "SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy",
+    # not in 3.11
+    "CapturedMessage", "CapturingServer",
+]
 
 program = sys.argv[0]
 __version__ = "Python SMTP proxy version 0.3"
@@ -116,9 +123,13 @@ _Address = Tuple[Any, ...]
 # -- one client session ------------------------------------------------------------
 
 
-class SMTPChannel(asynchat.async_chat):
+class SMTPChannel(IdleTimeoutMixin, asynchat.async_chat):
     """One client's SMTP session; the state lives in public attributes that
     subclasses and tests read (``smtp_state``, ``mailfrom``, ``rcpttos``...).
+
+    Not in 3.11, off by default: set :attr:`idle_timeout` (seconds, in a
+    subclass) and a client silent that long gets ``421`` and is
+    disconnected (:meth:`handle_idle_timeout`).
 
     A command ``XYZ`` is handled by the method ``smtp_XYZ(arg)``, looked up
     at each command, so a subclass adds a command by defining one.  The
@@ -428,6 +439,13 @@ class SMTPChannel(asynchat.async_chat):
         """EXPN: not implemented (502)."""
         self.push("502 EXPN not implemented")
 
+    def handle_idle_timeout(self) -> None:
+        """The client was silent for :attr:`idle_timeout` seconds: say so (421,
+        as RFC 5321 4.2.2 has it) and close once that reply is sent."""
+        self.require_SMTPUTF8 = False
+        self.push(f"421 {self.fqdn} Error: timeout exceeded")
+        self.close_when_done()
+
 
 def _renamed(old: str, new: str) -> property:
     """A property under 3.11's pre-3.5 private name that warns and forwards to ``new``."""
@@ -612,6 +630,129 @@ def _with_peer_header(data: Union[str, bytes], peer: Any) -> Union[str, bytes]:
     end = next((i for i, line in enumerate(lines) if not line), len(lines))
     lines.insert(end, header)
     return NEWLINE.join(lines)
+
+
+class CapturedMessage(NamedTuple):
+    """One message a :class:`CapturingServer` received: the envelope and the
+    message (bytes, or str with ``decode_data=True``; line ends are ``\\n``)."""
+
+    mailfrom: Optional[str]
+    rcpttos: List[str]
+    message: Any
+
+
+class _StopBell(asyncore.dispatcher):
+    """One end of a socket pair in the server's map: a byte from :meth:`ring`,
+    sent from any thread, makes the serving thread call ``on_ring``."""
+
+    def __init__(self, socket_map: SocketMap, on_ring: Any) -> None:
+        receiver, self._sender = socket.socketpair()
+        self._sender.setblocking(False)
+        self._lock = threading.Lock()
+        self._on_ring = on_ring
+        super().__init__(receiver, map=socket_map)
+
+    def ring(self) -> None:
+        """Wake the serving thread; never blocks, never raises (rung twice is rung once)."""
+        with self._lock:
+            try:
+                self._sender.send(b"\0")
+            except OSError:
+                pass  # closed: already rung; full: a byte is already waiting
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.close()
+        self._on_ring()
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            self._sender.close()
+
+
+class CapturingServer(SMTPServer):
+    """Keeps every message it receives in :attr:`messages`; serves from a thread.
+
+    Not in 3.11: the server most test suites wrote by hand.  It listens on
+    ``localaddr`` (an unused port of 127.0.0.1 by default; :attr:`address`
+    says which) as soon as it is made, on a map of its own, and serves once
+    :meth:`start` is called; :meth:`stop` ends it.  As a context manager it
+    starts on entry and stops on exit::
+
+        with CapturingServer() as server:
+            smtplib.SMTP(*server.address).sendmail(...)
+        mailfrom, rcpttos, message = server.messages[0]
+
+    A message is in :attr:`messages` before the client hears ``250`` for
+    it, so it is there when ``sendmail()`` returns.
+    """
+
+    def __init__(
+        self, localaddr: _Address = ("127.0.0.1", 0), *, data_size_limit: Optional[int] = DATA_SIZE_DEFAULT,
+        enable_SMTPUTF8: bool = False, decode_data: bool = False,
+    ) -> None:
+        """Raises what :class:`SMTPServer` raises (ValueError, OSError)."""
+        self.messages: List[CapturedMessage] = []
+        self._thread: Optional[threading.Thread] = None
+        self._socket_map = SocketMap()
+        super().__init__(localaddr, None, data_size_limit, self._socket_map, enable_SMTPUTF8, decode_data)
+        self._bell = _StopBell(self._socket_map, self._stop_serving)
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """The ``(host, port)`` the server listens on."""
+        host, port = self.socket.getsockname()[:2]
+        return host, port
+
+    def process_message(
+        self, peer: Any, mailfrom: Optional[str], rcpttos: List[str], data: Any, **kwargs: Any
+    ) -> Optional[str]:
+        """Append the message to :attr:`messages`; answer 250 OK."""
+        self.messages.append(CapturedMessage(mailfrom, list(rcpttos), data))
+        return None
+
+    def start(self) -> None:
+        """Serve in a daemon thread.  Raises RuntimeError when already started."""
+        if self._thread is not None:
+            raise RuntimeError("CapturingServer.start() called twice")
+        name = "CapturingServer %s:%d" % self.address
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        asyncore.loop(timeout=30.0, map=self._socket_map)
+
+    def _stop_serving(self) -> None:
+        shutdown(self._socket_map, grace=self.stop_grace)
+
+    #: seconds a client still connected at :meth:`stop` has to finish
+    stop_grace = 1.0
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, let the sessions send their last replies, end the thread.
+
+        Waits for the thread at most ``timeout`` seconds (raises
+        TimeoutError past it).  Before :meth:`start`, it only closes the
+        sockets.  Calling it again does nothing.
+        """
+        thread = self._thread
+        if thread is None:
+            asyncore.close_all(self._socket_map)
+            return
+        self._bell.ring()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"CapturingServer did not stop within {timeout} seconds")
+
+    def __enter__(self) -> CapturingServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 # -- the command line ----------------------------------------------------------------
