@@ -175,6 +175,12 @@ class SMTPChannel(IdleTimeoutMixin, asynchat.async_chat):
         self.enable_SMTPUTF8 = enable_SMTPUTF8
         self.data_size_limit = data_size_limit
         self.smtp_server, self.conn, self.addr = server, conn, addr
+        # 3.11's names for the empty string and line end of the input's type,
+        # which subclasses (CPython's own test_smtplib among them) use
+        self._emptystring: Union[str, bytes] = "" if decode_data else b""
+        self._linesep: Union[str, bytes] = "\r\n" if decode_data else b"\r\n"
+        self._newline: Union[str, bytes] = NEWLINE if decode_data else b"\n"
+        self._dotsep: Union[str, int] = "." if decode_data else ord(".")
         self._set_rset_state()
         self.seen_greeting = ""
         self.extended_smtp = False
@@ -240,7 +246,7 @@ class SMTPChannel(IdleTimeoutMixin, asynchat.async_chat):
 
     def found_terminator(self) -> None:
         """A command line or a whole message has arrived: act on it."""
-        line = ("" if self._decode_data else b"").join(self.received_lines)
+        line = self._emptystring.join(self.received_lines)
         _trace("Data:", repr(line))
         self.received_lines = []
         if self.smtp_state == self.COMMAND:

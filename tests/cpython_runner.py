@@ -2,11 +2,15 @@
 
     python tests/cpython_runner.py SUITE POLLER
 
-SUITE is ``test_asyncore``, ``test_asynchat``, ``test_smtpd`` or ``test_socketserver``;
+SUITE is ``test_asyncore``, ``test_asynchat``, ``test_smtpd``, ``test_smtplib`` or
+``test_socketserver``;
 POLLER is the backend made the process default.  The test file is loaded at
 run time from an installed CPython (never copied into this repository):
 3.11's for asyncore, asynchat and smtpd, which left the stdlib in 3.12; for
-socketserver, this interpreter's own file from 3.12 on and 3.11's before.
+socketserver, this interpreter's own file from 3.12 on and 3.11's before;
+for smtplib, always this interpreter's own file, with our smtpd in place of
+the one it imports (the stdlib's up to 3.11, a private copy in its test
+package from 3.12).
 Exit status 0 when the suite passed; 2 when it cannot run here
 (:func:`why_unavailable` says why).
 
@@ -39,7 +43,22 @@ SUBSTITUTES = {
         "asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat",
         "smtpd": "asyncio_compat.smtpd",
     },
+    # 3.9-3.11 import the stdlib modules; 3.12 its private copies test.support.asyncore
+    # and test.smtpd, 3.13 test.support.asyncore and test.support.smtpd
+    "test_smtplib": {
+        "asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat",
+        "smtpd": "asyncio_compat.smtpd",
+        "test.support.asyncore": "asyncio_compat.asyncore",
+        "test.support.asynchat": "asyncio_compat.asynchat",
+        "test.support.smtpd": "asyncio_compat.smtpd",
+        "test.smtpd": "asyncio_compat.smtpd",
+    },
 }
+
+# suites taken from this interpreter's own Lib/test, from the version given on
+OWN_SUITES = {"test_smtplib": (3, 0), "test_socketserver": (3, 12)}
+# suites loaded as ``test.<suite>``: they import siblings relatively (3.12's ``from . import smtpd``)
+IN_TEST_PACKAGE = {"test_smtplib"}
 
 
 def cpython311_test_dirs() -> List[str]:
@@ -62,7 +81,7 @@ def cpython311_test_dirs() -> List[str]:
 
 def find_suite(suite: str) -> Optional[str]:
     """Path of the CPython test file to run for ``suite`` on this interpreter."""
-    if suite == "test_socketserver" and sys.version_info >= (3, 12):
+    if suite in OWN_SUITES and sys.version_info >= OWN_SUITES[suite]:
         own = os.path.join(sysconfig.get_paths()["stdlib"], "test", suite + ".py")
         return own if os.path.isfile(own) else None
     for folder in cpython311_test_dirs():
@@ -84,7 +103,7 @@ def why_unavailable(suite: str) -> Optional[str]:
                 "(Debian/Ubuntu: apt-get install libpython3.%d-testsuite)" % sys.version_info[1])
     if find_suite(suite) is not None:
         return None
-    if suite == "test_socketserver" and sys.version_info >= (3, 12):
+    if suite in OWN_SUITES and sys.version_info >= OWN_SUITES[suite]:
         return (f"{suite}: this Python's own Lib/test/{suite}.py is absent "
                 "(Debian/Ubuntu: apt-get install libpython3.%d-testsuite)" % sys.version_info[1])
     looked = ", ".join(cpython311_test_dirs()) or "no CPython 3.11 Lib/test folder found"
@@ -116,6 +135,23 @@ def fill_in_test_support() -> None:
         warnings_helper.import_deprecated = importlib.import_module  # type: ignore[attr-defined]
 
 
+def substitute(name: str, module: types.ModuleType) -> None:
+    """Make ``import name`` and ``from parent import leaf`` give ``module``."""
+    sys.modules[name] = module
+    parent, _, leaf = name.rpartition(".")
+    if parent:
+        setattr(importlib.import_module(parent), leaf, module)
+
+
+def check_substituted(suite: str, module: types.ModuleType) -> None:
+    """Raise RuntimeError if the loaded test file holds a module that is not ours
+    under one of the substituted names (the suite would test the wrong code)."""
+    for name, ours in SUBSTITUTES[suite].items():
+        used = getattr(module, name.rpartition(".")[2], None)
+        if isinstance(used, types.ModuleType) and used is not sys.modules[ours]:
+            raise RuntimeError(f"{suite} imported {used.__name__} ({used.__file__}), not {ours}")
+
+
 def run(suite: str, poller: str) -> int:
     reason = why_unavailable(suite)
     path = find_suite(suite)
@@ -127,12 +163,14 @@ def run(suite: str, poller: str) -> int:
 
     asyncio_compat.set_default_poller(poller)
     for stdlib_name, ours in SUBSTITUTES[suite].items():
-        sys.modules[stdlib_name] = importlib.import_module(ours)
+        substitute(stdlib_name, importlib.import_module(ours))
     fill_in_test_support()
-    spec = importlib.util.spec_from_file_location("cpython_" + suite, path)
+    prefix = "test." if suite in IN_TEST_PACKAGE else "cpython_"
+    spec = importlib.util.spec_from_file_location(prefix + suite, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    check_substituted(suite, module)
     print(f"running {path} with poller {poller}")
     tests = unittest.defaultTestLoader.loadTestsFromModule(module)
     result = unittest.TextTestRunner(verbosity=1, stream=sys.stdout).run(tests)
