@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import importlib
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -112,6 +113,19 @@ def why_unavailable(suite: str) -> Optional[str]:
             "(Debian's python3.11 ships it apart, in libpython3.11-testsuite)")
 
 
+def fill_in_check_all(support: types.ModuleType) -> None:
+    """3.9's check__all__ called ``not_exported`` ``blacklist``: accept the new name."""
+    original = support.check__all__
+    if "not_exported" in inspect.signature(original).parameters:
+        return
+
+    def check__all__(test_case: object, module: object, name_of_module: object = None,
+                     extra: object = (), not_exported: object = ()) -> None:
+        original(test_case, module, name_of_module, extra, blacklist=not_exported)
+
+    support.check__all__ = check__all__  # type: ignore[attr-defined]
+
+
 def fill_in_test_support() -> None:
     """Give 3.9/3.10's test.support the helper names the 3.11 files import."""
     import test.support as support
@@ -130,6 +144,11 @@ def fill_in_test_support() -> None:
             shim.__dict__.update({k: v for k, v in vars(support).items() if not k.startswith("__")})
             sys.modules["test.support." + name] = shim
             setattr(support, name, shim)
+    fill_in_check_all(support)
+    socket_helper = importlib.import_module("test.support.socket_helper")
+    if not hasattr(socket_helper, "has_gethostname"):
+        # 3.11 added this flag (false only on WASI/Emscripten); test_smtpd reads it at import
+        socket_helper.has_gethostname = True  # type: ignore[attr-defined]
     warnings_helper = importlib.import_module("test.support.warnings_helper")
     if not hasattr(warnings_helper, "import_deprecated"):
         warnings_helper.import_deprecated = importlib.import_module  # type: ignore[attr-defined]
