@@ -122,6 +122,8 @@ def test_stop_ends_sessions_still_connected(default_poller: str) -> None:
 def test_stop_without_start_closes_the_listener(default_poller: str) -> None:
     server = smtpd.CapturingServer()
     address = server.address
+    # listening from the start: the kernel completes the connection
+    socket.create_connection(address, timeout=TIMEOUT).close()
     server.stop()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=TIMEOUT).close()
