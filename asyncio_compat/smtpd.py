@@ -27,6 +27,7 @@ import os
 import signal
 import smtplib
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -48,6 +49,7 @@ from ._smtp_syntax import (
 )
 from .idle import IdleTimeoutMixin
 from .signals import add_signal_handler, remove_signal_handler
+from .tls import TLSMixin
 
 __all__ = [
     "SMTPChannel", "SMTPServer", "DebuggingServer", "PureProxy",
@@ -123,13 +125,17 @@ _Address = Tuple[Any, ...]
 # -- one client session ------------------------------------------------------------
 
 
-class SMTPChannel(IdleTimeoutMixin, asynchat.async_chat):
+class SMTPChannel(IdleTimeoutMixin, TLSMixin, asynchat.async_chat):
     """One client's SMTP session; the state lives in public attributes that
     subclasses and tests read (``smtp_state``, ``mailfrom``, ``rcpttos``...).
 
     Not in 3.11, off by default: set :attr:`idle_timeout` (seconds, in a
     subclass) and a client silent that long gets ``421`` and is
     disconnected (:meth:`handle_idle_timeout`).
+
+    Also not in 3.11: when the server has a ``tls_context``, EHLO announces
+    STARTTLS and the client may switch the session to TLS; the session
+    then starts again from the greeting (RFC 3207).
 
     A command ``XYZ`` is handled by the method ``smtp_XYZ(arg)``, looked up
     at each command, so a subclass adds a command by defining one.  The
@@ -321,6 +327,8 @@ class SMTPChannel(IdleTimeoutMixin, asynchat.async_chat):
             self.fqdn, size_limit=self.data_size_limit, decode_data=self._decode_data,
             enable_smtputf8=self.enable_SMTPUTF8,
         )
+        if self._starttls_offered():
+            lines.insert(-1, "250-STARTTLS")
         for line in lines:  # one push per line, as 3.11 (tests read the last one)
             self.push(line)
 
@@ -445,6 +453,36 @@ class SMTPChannel(IdleTimeoutMixin, asynchat.async_chat):
         """EXPN: not implemented (502)."""
         self.push("502 EXPN not implemented")
 
+    def _starttls_offered(self) -> bool:
+        return getattr(self.smtp_server, "tls_context", None) is not None and self.tls is None
+
+    def smtp_STARTTLS(self, arg: Optional[str]) -> None:
+        """STARTTLS (RFC 3207), when the server has a ``tls_context``.
+
+        Input the client sent after the command, before the handshake, is
+        discarded (it could not be trusted), and so is all the session
+        knew: the client greets again over TLS.  Without a context the
+        command is unknown, as in 3.11.
+        """
+        context = getattr(self.smtp_server, "tls_context", None)
+        if context is None:
+            self.push('500 Error: command "STARTTLS" not recognized')
+        elif arg:
+            self.push("501 Syntax: STARTTLS")
+        elif self.tls is not None:
+            self.push("503 Error: TLS already active")
+        else:
+            self.ac_in_buffer = b""  # the rest of this read: sent before TLS, dropped
+            self._forget_session()
+            self.push("220 Ready to start TLS")
+            self.wrap_ssl(context, server_side=True)
+
+    def _forget_session(self) -> None:
+        self._set_rset_state()
+        self.seen_greeting = ""
+        self.extended_smtp = False
+        self.command_size_limits.clear()
+
     def handle_idle_timeout(self) -> None:
         """The client was silent for :attr:`idle_timeout` seconds: say so (421,
         as RFC 5321 4.2.2 has it) and close once that reply is sent."""
@@ -488,20 +526,29 @@ class SMTPServer(asyncore.dispatcher):
     """Listens on ``localaddr`` and serves each client with ``channel_class``.
 
     ``remoteaddr`` is kept for subclasses that relay (:class:`PureProxy`).
-    Subclasses implement :meth:`process_message`.  Raises ValueError when
-    both ``decode_data`` and ``enable_SMTPUTF8`` are true, and the OSError
+    Subclasses implement :meth:`process_message`.  ``tls_context`` (not in
+    3.11, keyword only) lets clients use STARTTLS.  Raises ValueError when
+    both ``decode_data`` and ``enable_SMTPUTF8`` are true, TypeError for a
+    ``tls_context`` that is not an :class:`ssl.SSLContext`, and the OSError
     of a failed bind or listen (the socket is closed first).
     """
 
     channel_class = SMTPChannel
+    #: the server's TLS settings; a context makes EHLO offer STARTTLS (not in 3.11)
+    tls_context: Optional[ssl.SSLContext] = None
 
     def __init__(
         self, localaddr: _Address, remoteaddr: Optional[_Address],
         data_size_limit: Optional[int] = DATA_SIZE_DEFAULT, map: Optional[asyncore.SocketMapType] = None,
-        enable_SMTPUTF8: bool = False, decode_data: bool = False,
+        enable_SMTPUTF8: bool = False, decode_data: bool = False, *,
+        tls_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         if enable_SMTPUTF8 and decode_data:
             raise ValueError(_BOTH_MODES)
+        if tls_context is not None:
+            if not isinstance(tls_context, ssl.SSLContext):
+                raise TypeError(f"tls_context must be an ssl.SSLContext, not {type(tls_context).__name__}")
+            self.tls_context = tls_context
         self._localaddr, self._remoteaddr = localaddr, remoteaddr
         # handed to every channel this server makes
         self._decode_data = decode_data
@@ -699,12 +746,14 @@ class CapturingServer(SMTPServer):
     def __init__(
         self, localaddr: _Address = ("127.0.0.1", 0), *, data_size_limit: Optional[int] = DATA_SIZE_DEFAULT,
         enable_SMTPUTF8: bool = False, decode_data: bool = False,
+        tls_context: Optional[ssl.SSLContext] = None,
     ) -> None:
-        """Raises what :class:`SMTPServer` raises (ValueError, OSError)."""
+        """Raises what :class:`SMTPServer` raises (ValueError, TypeError, OSError)."""
         self.messages: List[CapturedMessage] = []
         self._thread: Optional[threading.Thread] = None
         self._socket_map = SocketMap()
-        super().__init__(localaddr, None, data_size_limit, self._socket_map, enable_SMTPUTF8, decode_data)
+        super().__init__(localaddr, None, data_size_limit, self._socket_map, enable_SMTPUTF8, decode_data,
+                         tls_context=tls_context)
         self._bell = _StopBell(self._socket_map, self._stop_serving)
 
     @property
