@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -337,12 +337,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_cli(module: str, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(SHIMS)]), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+def cli_session(command: List[str], body: bytes, stop: str, **popen: Any) -> Tuple[List[str], int, str]:
+    """Start ``command`` (a DebuggingServer run with ``-d`` on a port that
+    ``command`` names as its last argument), send it ``body`` with smtplib,
+    stop it with the signal named ``stop``.  Returns the lines it printed for
+    the message, its exit status and its standard error."""
+    port = int(command[-1].rpartition(":")[2])
+    proc = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        wait_for_line(proc.stderr, "DebuggingServer started at")
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.com"], body)
+        printed = wait_for_line(proc.stdout, "END MESSAGE")
+        proc.send_signal(getattr(signal, stop))
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return printed, proc.returncode, err
 
 
 def wait_for_line(stream: Any, needle: str) -> List[str]:
@@ -359,20 +373,9 @@ def wait_for_line(stream: Any, needle: str) -> List[str]:
 @pytest.mark.parametrize("module", ["asyncio_compat.smtpd", "smtpd"])
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
 def test_debugging_server_command_prints_and_stops_cleanly(module: str, stop: str) -> None:
-    port = free_port()
-    proc = start_cli(module, "-n", "-d", "-c", "DebuggingServer", f"127.0.0.1:{port}")
-    try:
-        assert proc.stderr is not None and proc.stdout is not None
-        wait_for_line(proc.stderr, "DebuggingServer started at")
-        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
-            smtp.sendmail("a@example.com", ["b@example.com"], b"Subject: cli\r\n\r\nhello there")
-        printed = wait_for_line(proc.stdout, "END MESSAGE")
-        proc.send_signal(getattr(signal, stop))
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    command = [sys.executable, "-m", module, "-n", "-d", "-c", "DebuggingServer", f"127.0.0.1:{free_port()}"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(SHIMS)]), PYTHONUNBUFFERED="1")
+    printed, status, err = cli_session(command, b"Subject: cli\r\n\r\nhello there", stop, cwd=ROOT, env=env)
     assert printed == [
         "---------- MESSAGE FOLLOWS ----------\n",
         "b'Subject: cli'\n",
@@ -381,5 +384,5 @@ def test_debugging_server_command_prints_and_stops_cleanly(module: str, stop: st
         "b'hello there'\n",
         "------------ END MESSAGE ------------\n",
     ]
-    assert proc.returncode == 0, err
+    assert status == 0, err
     assert "Traceback" not in err, err

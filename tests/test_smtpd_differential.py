@@ -59,7 +59,8 @@ BAD_COMMANDS = lines(
 EXTENDED_PARAMS = lines(
     "EHLO h", "MAIL FROM:<a@example.com> SIZE=abc", "MAIL FROM:<a@example.com> SIZE=99999999999",
     "MAIL FROM:<a@example.com> BODY=BINARY", "MAIL FROM:<a@example.com> BODY", "MAIL FROM:<a@example.com> X=",
-    "MAIL FROM:<a@example.com> B-D=1", "MAIL FROM:<a@example.com> FOO=BAR", "MAIL FROM:<a@example.com> SMTPUTF8",
+    "MAIL FROM:<a@example.com> B-D=1", "MAIL FROM:<a@example.com> FOO=BAR",
+    "MAIL FROM:<a@example.com> SMTPUTF8",
     "MAIL FROM:<> SIZE=10", "RCPT TO:<b@example.com> NOTIFY=NEVER", "RCPT TO:<b@example.com> =x", "RSET",
     "MAIL FROM:<a@example.com> " + "x" * 40, "QUIT",
 )
@@ -114,7 +115,8 @@ CONVERSATIONS: Dict[str, Dict[str, Any]] = {
     "command lines too long after EHLO": conversation(EXTENDED_LONG_LINES),
     "command lines too long after EHLO, SMTPUTF8": conversation(EXTENDED_LONG_LINES, enable_SMTPUTF8=True),
     "message over the size limit": conversation(SIZE_LIMIT, data_size_limit=100),
-    "message over the size limit, decode_data": conversation(SIZE_LIMIT, data_size_limit=100, decode_data=True),
+    "message over the size limit, decode_data": conversation(
+        SIZE_LIMIT, data_size_limit=100, decode_data=True),
     "empty message": conversation(EMPTY_MESSAGE),
     "process_message's reply": conversation(whole_session(), status="554 rejected by policy"),
     "a 1 MiB line without CRLF": conversation(MEBIBYTE_LINE),

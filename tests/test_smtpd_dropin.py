@@ -7,17 +7,17 @@ The wheel and venv fixtures are test_dropin.py's (one build per session).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
-from test_diagnose import module_entry, run_json, run_ok, text_fields, write_dist_info, write_module
+from test_diagnose import module_entry, run_json, run_ok, text_fields, write_module
 from test_dropin import venv_python, wheel  # noqa: F401 (fixtures)
-from test_smtpd import free_port, wait_for_line
+from test_smtpd import cli_session, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIMS = ROOT / "shims"
@@ -80,6 +80,14 @@ EXPECTED_SINK = [
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_wheel_holds_the_smtpd_module(wheel: Path) -> None:  # noqa: F811
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"smtpd.py", "asyncio_compat/smtpd.py", "asyncio_compat/_smtp_syntax.py"} <= names
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_legacy_mail_sink_runs_from_the_wheel(venv_python: Tuple[str, str], tmp_path: Path) -> None:  # noqa: F811
     assert run_script(venv_python[1], LEGACY_SINK, tmp_path, "-I").splitlines() == EXPECTED_SINK
 
@@ -87,27 +95,12 @@ def test_legacy_mail_sink_runs_from_the_wheel(venv_python: Tuple[str, str], tmp_
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_python_m_smtpd_from_the_wheel(venv_python: Tuple[str, str], tmp_path: Path) -> None:  # noqa: F811
-    import smtplib
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [venv_python[1], "-I", "-u", "-m", "smtpd", "-n", "-d", "-c", "DebuggingServer", f"127.0.0.1:{port}"],
-        cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        wait_for_line(proc.stderr, "DebuggingServer started at")
-        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as client:
-            client.sendmail("a@example.com", ["b@example.com"], b"Subject: wheel\r\n\r\nfrom the wheel")
-        printed = wait_for_line(proc.stdout, "END MESSAGE")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    command = [venv_python[1], "-I", "-u", "-m", "smtpd", "-n", "-d", "-c", "DebuggingServer",
+               f"127.0.0.1:{free_port()}"]
+    body = b"Subject: wheel\r\n\r\nfrom the wheel"
+    printed, status, err = cli_session(command, body, "SIGTERM", cwd=tmp_path)
     assert "b'from the wheel'\n" in printed
-    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert status == 0 and "Traceback" not in err, err
 
 
 def test_install_makes_import_smtpd_ours(tmp_path: Path) -> None:
@@ -188,21 +181,6 @@ def test_report_without_the_drop_in() -> None:
     else:
         assert entry["kind"] == "missing"
         assert "import smtpd fails on this Python: pip install asyncio-compat" in str(report["warnings"])
-
-
-def test_standard_smtpd_shadowing_us_is_named_with_its_fix(tmp_path: Path) -> None:
-    origin = write_module(tmp_path, "smtpd", as_package=True)
-    write_dist_info(tmp_path, "standard-smtpd", "3.13.0", [origin])
-    report = run_json(path=[tmp_path, ROOT, SHIMS])
-    assert module_entry(report, "smtpd") == {
-        "kind": "frozen", "origin": str(origin),
-        "distributions": [{"name": "standard-smtpd", "version": "3.13.0"}], "shared_file": False,
-    }
-    assert report["warnings"] == [
-        f"import smtpd gives the frozen copy from standard-smtpd 3.13.0 ({origin}), which shadows "
-        f"asyncio_compat; fix: pip uninstall standard-smtpd, or call asyncio_compat.install() "
-        f"before anything imports smtpd"
-    ]
 
 
 def test_unknown_smtpd_file_shadowing_us_is_named(tmp_path: Path) -> None:
