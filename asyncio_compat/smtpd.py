@@ -743,6 +743,9 @@ class CapturingServer(SMTPServer):
     it, so it is there when ``sendmail()`` returns.
     """
 
+    #: seconds a session still open at :meth:`stop` has to finish
+    stop_grace = 1.0
+
     def __init__(
         self, localaddr: _Address = ("127.0.0.1", 0), *, data_size_limit: Optional[int] = DATA_SIZE_DEFAULT,
         enable_SMTPUTF8: bool = False, decode_data: bool = False,
@@ -782,9 +785,6 @@ class CapturingServer(SMTPServer):
 
     def _stop_serving(self) -> None:
         shutdown(self._socket_map, grace=self.stop_grace)
-
-    #: seconds a client still connected at :meth:`stop` has to finish
-    stop_grace = 1.0
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening, let the sessions send their last replies, end the thread.
@@ -886,12 +886,17 @@ def parseargs(argv: Optional[List[str]] = None) -> Options:
 
 
 def _server_class(name: str) -> Any:
-    """The class ``-c`` names: ``module.Class``, or a name of this module."""
-    if "." not in name:
-        return globals()[name] if name in globals() else getattr(sys.modules["__main__"], name)
+    """The class ``-c`` names: ``module.Class``, or a name of this module (then
+    of ``__main__``).  Exits with the usage text when there is no such class
+    (3.11 raised AttributeError)."""
     module_name, _, class_name = name.rpartition(".")
-    module = __import__(module_name, fromlist=[""])
-    return getattr(module, class_name)
+    if module_name:
+        found = getattr(__import__(module_name, fromlist=[""]), class_name, None)
+    else:
+        found = globals().get(name, getattr(sys.modules["__main__"], name, None))
+    if not isinstance(found, type):
+        usage(1, f"Bad class: {name} (give DebuggingServer, PureProxy or module.Class)")
+    return found
 
 
 def _become_nobody() -> None:

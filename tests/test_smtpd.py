@@ -331,6 +331,16 @@ def test_version_and_debug_flags(capsys: pytest.CaptureFixture[str], monkeypatch
     assert smtpd.DEBUGSTREAM is sys.stderr
 
 
+@pytest.mark.parametrize("name", ["NoSuchServer", "asyncio_compat.smtpd.Nothing", "asyncio_compat.smtpd.NEWLINE"])
+def test_unknown_server_class_exits_with_usage(name: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "asyncio_compat.smtpd", "-n", "-c", name, "127.0.0.1:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert proc.returncode == 1
+    assert f"Bad class: {name}" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
