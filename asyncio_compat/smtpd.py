@@ -891,7 +891,10 @@ def _server_class(name: str) -> Any:
     (3.11 raised AttributeError)."""
     module_name, _, class_name = name.rpartition(".")
     if module_name:
-        found = getattr(__import__(module_name, fromlist=[""]), class_name, None)
+        try:
+            found = getattr(__import__(module_name, fromlist=[""]), class_name, None)
+        except ImportError as exc:
+            usage(1, f"Bad class: {name} ({exc})")
     else:
         found = globals().get(name, getattr(sys.modules["__main__"], name, None))
     if not isinstance(found, type):

@@ -331,7 +331,7 @@ def test_version_and_debug_flags(capsys: pytest.CaptureFixture[str], monkeypatch
     assert smtpd.DEBUGSTREAM is sys.stderr
 
 
-@pytest.mark.parametrize("name", ["NoSuchServer", "asyncio_compat.smtpd.Nothing", "smtpd.NEWLINE"])
+@pytest.mark.parametrize("name", ["NoSuchServer", "asyncio_compat.smtpd.Nothing", "os.sep", "no_such.Server"])
 def test_unknown_server_class_exits_with_usage(name: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "asyncio_compat.smtpd", "-n", "-c", name, "127.0.0.1:0"],
