@@ -104,6 +104,22 @@ def test_process_message_reply_reaches_the_client(default_poller: str) -> None:
     assert (error.value.smtp_code, error.value.smtp_error) == (554, b"no thanks")
 
 
+def test_a_failing_process_message_drops_only_that_client(default_poller: str) -> None:
+    class Fragile(smtpd.CapturingServer):
+        def process_message(self, peer: Any, mailfrom: Any, rcpttos: Any, data: Any, **kwargs: Any) -> None:
+            if data == b"boom":
+                raise RuntimeError("process_message failed")
+            return super().process_message(peer, mailfrom, rcpttos, data, **kwargs)
+
+    with Fragile() as server, client(server) as bystander, client(server) as victim:
+        bystander.ehlo()
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            victim.sendmail("a@example.com", ["b@example.com"], b"boom")
+        bystander.sendmail("c@example.com", ["d@example.com"], b"fine")
+        assert bystander.noop()[0] == 250
+    assert server.messages == [smtpd.CapturedMessage("c@example.com", ["d@example.com"], b"fine")]
+
+
 # -- CapturingServer's life ------------------------------------------------------------------
 
 
