@@ -3,7 +3,7 @@
 :func:`collect` gathers a :class:`Report`; :func:`render_text` and
 :func:`render_json` print it; :func:`main` is the command line.
 
-Nothing here imports ``asyncore`` or ``asynchat``: importing our drop-in
+Nothing here imports ``asyncore``, ``asynchat`` or ``smtpd``: importing our drop-in
 rewrites ``sys.modules`` and importing a frozen copy may warn, so the modules
 are located with :func:`importlib.util.find_spec` and their files are read,
 never run.  The report describes this interpreter with this environment
@@ -39,13 +39,14 @@ if sys.platform != "win32":  # Windows has no resource module and no RLIMIT_NOFI
 # select backend explains the details); a larger limit lets the process open them.
 FD_SETSIZE = 1024
 
-LEGACY_MODULES = ("asyncore", "asynchat")
+LEGACY_MODULES = ("asyncore", "asynchat", "smtpd")
 
 # Distributions on PyPI that install a frozen copy of CPython 3.11's module
 # under the top-level name, which then competes with our drop-in.
 FROZEN_DISTRIBUTIONS: Dict[str, Tuple[str, ...]] = {
     "asyncore": ("pyasyncore", "standard-asyncore"),
     "asynchat": ("pyasynchat", "standard-asynchat"),
+    "smtpd": ("standard-smtpd",),
 }
 
 # ModuleInfo.kind values (stable: the JSON output carries them)
@@ -463,7 +464,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line; returns the exit status (argparse exits 2 on bad arguments)."""
     parser = argparse.ArgumentParser(
         prog="python -m asyncio_compat",
-        description="Show what asyncio_compat, asyncore and asynchat resolve to on this Python.",
+        description="Show what asyncio_compat, asyncore, asynchat and smtpd resolve to on this Python.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

@@ -2,11 +2,15 @@
 
     python tests/cpython_runner.py SUITE POLLER
 
-SUITE is ``test_asyncore``, ``test_asynchat`` or ``test_socketserver``;
+SUITE is ``test_asyncore``, ``test_asynchat``, ``test_smtpd``, ``test_smtplib`` or
+``test_socketserver``;
 POLLER is the backend made the process default.  The test file is loaded at
 run time from an installed CPython (never copied into this repository):
-3.11's for asyncore and asynchat, which left the stdlib in 3.12; for
-socketserver, this interpreter's own file from 3.12 on and 3.11's before.
+3.11's for asyncore, asynchat and smtpd, which left the stdlib in 3.12; for
+socketserver, this interpreter's own file from 3.12 on and 3.11's before;
+for smtplib, always this interpreter's own file, with our smtpd in place of
+the one it imports (the stdlib's up to 3.11, a private copy in its test
+package from 3.12).
 Exit status 0 when the suite passed; 2 when it cannot run here
 (:func:`why_unavailable` says why).
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import glob
 import importlib
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -35,7 +40,26 @@ SUBSTITUTES = {
     "test_asyncore": {"asyncore": "asyncio_compat.asyncore"},
     "test_asynchat": {"asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat"},
     "test_socketserver": {"socketserver": "asyncio_compat.socketserver"},
+    "test_smtpd": {
+        "asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat",
+        "smtpd": "asyncio_compat.smtpd",
+    },
+    # 3.9-3.11 import the stdlib modules; 3.12 its private copies test.support.asyncore
+    # and test.smtpd, 3.13 test.support.asyncore and test.support.smtpd
+    "test_smtplib": {
+        "asyncore": "asyncio_compat.asyncore", "asynchat": "asyncio_compat.asynchat",
+        "smtpd": "asyncio_compat.smtpd",
+        "test.support.asyncore": "asyncio_compat.asyncore",
+        "test.support.asynchat": "asyncio_compat.asynchat",
+        "test.support.smtpd": "asyncio_compat.smtpd",
+        "test.smtpd": "asyncio_compat.smtpd",
+    },
 }
+
+# suites taken from this interpreter's own Lib/test, from the version given on
+OWN_SUITES = {"test_smtplib": (3, 0), "test_socketserver": (3, 12)}
+# suites loaded as ``test.<suite>``: they import siblings relatively (3.12's ``from . import smtpd``)
+IN_TEST_PACKAGE = {"test_smtplib"}
 
 
 def cpython311_test_dirs() -> List[str]:
@@ -58,7 +82,7 @@ def cpython311_test_dirs() -> List[str]:
 
 def find_suite(suite: str) -> Optional[str]:
     """Path of the CPython test file to run for ``suite`` on this interpreter."""
-    if suite == "test_socketserver" and sys.version_info >= (3, 12):
+    if suite in OWN_SUITES and sys.version_info >= OWN_SUITES[suite]:
         own = os.path.join(sysconfig.get_paths()["stdlib"], "test", suite + ".py")
         return own if os.path.isfile(own) else None
     for folder in cpython311_test_dirs():
@@ -80,13 +104,26 @@ def why_unavailable(suite: str) -> Optional[str]:
                 "(Debian/Ubuntu: apt-get install libpython3.%d-testsuite)" % sys.version_info[1])
     if find_suite(suite) is not None:
         return None
-    if suite == "test_socketserver" and sys.version_info >= (3, 12):
+    if suite in OWN_SUITES and sys.version_info >= OWN_SUITES[suite]:
         return (f"{suite}: this Python's own Lib/test/{suite}.py is absent "
                 "(Debian/Ubuntu: apt-get install libpython3.%d-testsuite)" % sys.version_info[1])
     looked = ", ".join(cpython311_test_dirs()) or "no CPython 3.11 Lib/test folder found"
     return (f"{suite}: needs CPython 3.11's Lib/test/{suite}.py (looked in: {looked}); install "
             "CPython 3.11 with pyenv, or point ASYNCIO_COMPAT_CPYTHON311_TESTS at its Lib/test "
             "(Debian's python3.11 ships it apart, in libpython3.11-testsuite)")
+
+
+def fill_in_check_all(support: types.ModuleType) -> None:
+    """3.9's check__all__ called ``not_exported`` ``blacklist``: accept the new name."""
+    original = support.check__all__
+    if "not_exported" in inspect.signature(original).parameters:
+        return
+
+    def check__all__(test_case: object, module: object, name_of_module: object = None,
+                     extra: object = (), not_exported: object = ()) -> None:
+        original(test_case, module, name_of_module, extra, blacklist=not_exported)
+
+    support.check__all__ = check__all__  # type: ignore[attr-defined]
 
 
 def fill_in_test_support() -> None:
@@ -107,9 +144,31 @@ def fill_in_test_support() -> None:
             shim.__dict__.update({k: v for k, v in vars(support).items() if not k.startswith("__")})
             sys.modules["test.support." + name] = shim
             setattr(support, name, shim)
+    fill_in_check_all(support)
+    socket_helper = importlib.import_module("test.support.socket_helper")
+    if not hasattr(socket_helper, "has_gethostname"):
+        # 3.11 added this flag (false only on WASI/Emscripten); test_smtpd reads it at import
+        socket_helper.has_gethostname = True  # type: ignore[attr-defined]
     warnings_helper = importlib.import_module("test.support.warnings_helper")
     if not hasattr(warnings_helper, "import_deprecated"):
         warnings_helper.import_deprecated = importlib.import_module  # type: ignore[attr-defined]
+
+
+def substitute(name: str, module: types.ModuleType) -> None:
+    """Make ``import name`` and ``from parent import leaf`` give ``module``."""
+    sys.modules[name] = module
+    parent, _, leaf = name.rpartition(".")
+    if parent:
+        setattr(importlib.import_module(parent), leaf, module)
+
+
+def check_substituted(suite: str, module: types.ModuleType) -> None:
+    """Raise RuntimeError if the loaded test file holds a module that is not ours
+    under one of the substituted names (the suite would test the wrong code)."""
+    for name, ours in SUBSTITUTES[suite].items():
+        used = getattr(module, name.rpartition(".")[2], None)
+        if isinstance(used, types.ModuleType) and used is not sys.modules[ours]:
+            raise RuntimeError(f"{suite} imported {used.__name__} ({used.__file__}), not {ours}")
 
 
 def run(suite: str, poller: str) -> int:
@@ -123,12 +182,14 @@ def run(suite: str, poller: str) -> int:
 
     asyncio_compat.set_default_poller(poller)
     for stdlib_name, ours in SUBSTITUTES[suite].items():
-        sys.modules[stdlib_name] = importlib.import_module(ours)
+        substitute(stdlib_name, importlib.import_module(ours))
     fill_in_test_support()
-    spec = importlib.util.spec_from_file_location("cpython_" + suite, path)
+    prefix = "test." if suite in IN_TEST_PACKAGE else "cpython_"
+    spec = importlib.util.spec_from_file_location(prefix + suite, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    check_substituted(suite, module)
     print(f"running {path} with poller {poller}")
     tests = unittest.defaultTestLoader.loadTestsFromModule(module)
     result = unittest.TextTestRunner(verbosity=1, stream=sys.stdout).run(tests)

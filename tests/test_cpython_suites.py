@@ -1,4 +1,4 @@
-"""CPython's own asyncore/asynchat/socketserver test files, run against our modules.
+"""CPython's own asyncore/asynchat/smtpd/smtplib/socketserver test files, run against our modules.
 
 Each suite runs in a subprocess (it rebinds module globals and sys.modules)
 once per available backend as the process default.  Where the test file or
@@ -48,3 +48,14 @@ def test_cpython_socketserver_suite(poller_name: str) -> None:
 @pytest.mark.timeout(300)
 def test_cpython_asynchat_suite(poller_name: str) -> None:
     run_suite("test_asynchat", poller_name)
+
+
+@pytest.mark.timeout(300)
+def test_cpython_smtpd_suite(poller_name: str) -> None:
+    run_suite("test_smtpd", poller_name)
+
+
+@pytest.mark.timeout(300)
+def test_cpython_smtplib_suite(poller_name: str) -> None:
+    # this interpreter's own test_smtplib, its smtpd replaced by ours
+    run_suite("test_smtplib", poller_name)

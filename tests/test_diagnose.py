@@ -287,6 +287,7 @@ FROZEN_CASES = [
     ("pyasyncore", "asyncore", False),
     ("standard-asyncore", "asyncore", True),
     ("standard-asynchat", "asynchat", True),
+    ("standard-smtpd", "smtpd", True),
 ]
 
 
