@@ -43,19 +43,20 @@ def report(modules: Any, poller: d.PollerInfo = LINUX, python: d.PythonInfo = PY
 
 SAMPLES: Dict[str, d.Report] = {
     # the wheel installed into a fresh Python 3.13 venv
-    "venv": report([_ours("asyncore"), _ours("asynchat")]),
+    "venv": report([_ours("asyncore"), _ours("asynchat"), _ours("smtpd")]),
     # Python 3.11, asyncio-compat imported from a checkout, install() not called
     "stdlib": report(
         [d.ModuleInfo("asyncore", d.STDLIB, "/usr/lib/python3.11/asyncore.py"),
-         d.ModuleInfo("asynchat", d.STDLIB, "/usr/lib/python3.11/asynchat.py")],
+         d.ModuleInfo("asynchat", d.STDLIB, "/usr/lib/python3.11/asynchat.py"),
+         d.ModuleInfo("smtpd", d.STDLIB, "/usr/lib/python3.11/smtpd.py")],
         python=d.PythonInfo("3.11.2", "CPython", "/usr/bin/python3"),
         location="/home/me/asyncio-compat/asyncio_compat",
     ),
     # the venv after `pip install pyasyncore standard-asynchat`
     "frozen": report([_frozen("asyncore", "pyasyncore 1.0.5", "standard-asyncore 3.13.0"),
-                      _frozen("asynchat", "standard-asynchat 3.13.0")]),
+                      _frozen("asynchat", "standard-asynchat 3.13.0"), _ours("smtpd")]),
     # the venv with ASYNCIO_COMPAT_POLLER=select
-    "select": report([_ours("asyncore"), _ours("asynchat")],
+    "select": report([_ours("asyncore"), _ours("asynchat"), _ours("smtpd")],
                      poller=d.PollerInfo(LINUX.available, "select", "select", None)),
 }
 
