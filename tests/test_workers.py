@@ -309,3 +309,100 @@ def test_workers_exit_when_the_parent_is_killed() -> None:
         os.close(watch_read)
         if watch_write >= 0:
             os.close(watch_write)
+
+
+# -- other signals, another owner of the wakeup fd ---------------------------------------
+
+# per worker process: how many SIGHUP (signal.signal) and SIGUSR1 (add_signal_handler) it saw
+SEEN = {"hup": 0, "usr1": 0}
+
+
+class CountsReply(asyncore.dispatcher_with_send):
+    """Answers every read with ``pid:hups:usr1s``."""
+
+    def handle_read(self) -> None:
+        if self.recv(4096):
+            self.send(b"%d:%d:%d" % (os.getpid(), SEEN["hup"], SEEN["usr1"]))
+
+
+class CountsServer(PidEchoServer):
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        CountsReply(sock)
+
+
+def _bump(name: str) -> None:
+    SEEN[name] += 1
+
+
+def reloading_server(listener: socket.socket) -> CountsServer:
+    """A make_server that wires SIGHUP (reload) and SIGUSR1 (stats) both ways."""
+    import asyncio_compat
+
+    signal.signal(signal.SIGHUP, lambda *_: _bump("hup"))
+    asyncio_compat.add_signal_handler(signal.SIGUSR1, _bump, "usr1")
+    return CountsServer(listener)
+
+
+def wakeup_taking_server(listener: socket.socket) -> CountsServer:
+    """A make_server whose library takes the wakeup fd (as asyncio's add_signal_handler does)."""
+    theirs, reader = socket.socketpair()  # kept open for the worker's life
+    theirs.setblocking(False)
+    signal.set_wakeup_fd(theirs.fileno())
+    KEPT.extend((theirs, reader))
+    return reloading_server(listener)
+
+
+KEPT: List[socket.socket] = []
+
+
+def ask_counts(address: Any) -> Tuple[int, int, int]:
+    with socket.create_connection(address, timeout=10.0) as conn:
+        conn.sendall(b"?")
+        reply = conn.recv(100)
+    pid, hups, usr1s = (int(word) for word in reply.split(b":"))
+    return pid, hups, usr1s
+
+
+def wait_for_counts(address: Any, expected: Tuple[int, int, int], attempts: int = 200) -> None:
+    """Ask until the worker reports ``expected`` (its handlers run asynchronously)."""
+    seen = None
+    for _ in range(attempts):
+        seen = ask_counts(address)
+        if seen == expected:
+            return
+    raise AssertionError(f"the worker answered {seen}, expected {expected}")
+
+
+@pytest.mark.parametrize("make_server", [reloading_server, wakeup_taking_server])
+def test_other_signals_run_their_handlers_and_never_stop_a_worker(
+    make_server: Any, poller_name: str
+) -> None:
+    # promise (workers docstring): only SIGTERM, SIGINT and the parent's death stop a worker
+    with WorkerPool(make_server, 1, poller=poller_name, loop_timeout=2.0) as pool:
+        assert pool.address is not None
+        (pid,) = pool.pids
+        wait_for_counts(pool.address, (pid, 0, 0))
+        os.kill(pid, signal.SIGHUP)
+        wait_for_counts(pool.address, (pid, 1, 0))
+        os.kill(pid, signal.SIGUSR1)
+        wait_for_counts(pool.address, (pid, 1, 1))
+        assert pool.wait_any(0) == []
+        codes = pool.stop(grace=20)  # SIGTERM still stops it, gracefully
+    assert codes == {pid: 0}
+
+
+def test_serve_workers_goes_on_after_a_workers_sighup() -> None:
+    # promise (serve_workers): it returns on SIGTERM/SIGINT or once a worker exited
+    seen: List[Tuple[int, int, int]] = []
+
+    def on_ready(pool: WorkerPool) -> None:
+        (pid,) = pool.pids
+        wait_for_counts(pool.address, (pid, 0, 0))
+        os.kill(pid, signal.SIGHUP)
+        wait_for_counts(pool.address, (pid, 1, 0))
+        seen.append(ask_counts(pool.address))
+        assert pool.wait_any(0) == []
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    serve_workers(reloading_server, 1, on_ready=on_ready)
+    assert len(seen) == 1 and seen[0][1:] == (1, 0)
