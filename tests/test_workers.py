@@ -406,3 +406,29 @@ def test_serve_workers_goes_on_after_a_workers_sighup() -> None:
 
     serve_workers(reloading_server, 1, on_ready=on_ready)
     assert len(seen) == 1 and seen[0][1:] == (1, 0)
+
+
+class FloodServer(PidEchoServer):
+    """Queues far more than the socket buffers hold for every connection."""
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        asyncore.dispatcher_with_send(sock).send(b"x" * 16_000_000)
+
+
+def test_a_second_sigterm_stops_a_draining_worker_at_once() -> None:
+    # promise (workers, stopping.rst): a second signal closes everything at once
+    with WorkerPool(FloodServer, 1, shutdown_grace=60) as pool:
+        assert isinstance(pool.address, tuple)
+        (pid,) = pool.pids
+        with socket.create_connection(pool.address, timeout=10) as client:
+            assert client.recv(10)  # the worker is serving; the client reads no more
+            pool.terminate()  # graceful: the flood would drain for up to 60 s
+            assert pool.wait_any(0.5) == []
+            pool.terminate()  # the second signal
+            assert pool.wait_any(10) == [pid]
+    assert pool.exit_codes == {pid: 0}
+
+
+def test_reuse_port_is_never_available_for_unix_paths() -> None:
+    # promise: always False for AF_UNIX
+    assert reuse_port_available(socket.AF_UNIX) is False
