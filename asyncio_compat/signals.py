@@ -161,6 +161,16 @@ def add_signal_handler(signum: int, callback: Callable[..., Any], *args: Any, ma
     exception from the callback is reported on stderr and the loop goes on;
     ExitNow, KeyboardInterrupt and SystemExit leave ``loop()``.
 
+    The process's wakeup fd (``signal.set_wakeup_fd()``) is taken only when
+    free and given back only while still ours; the callbacks run whoever
+    holds it (asyncio's ``loop.add_signal_handler()`` takes it).  Python
+    runs the signal's handler in the main thread, between two of its
+    bytecodes: a signal delivered to another thread (``pthread_kill``) runs
+    its callback once the main thread runs Python code again.  While
+    another library holds the wakeup fd, a signal landing in the instant
+    before a ``loop()`` in the main thread enters its wait runs its callback
+    when that wait ends (within ``sweep_interval`` on epoll and kqueue).
+
     Raises RuntimeError outside the main thread, TypeError when ``callback``
     is not callable or ``signum`` not an int, ValueError for an invalid
     signal number or one that cannot be caught (SIGKILL, SIGSTOP).
