@@ -263,19 +263,27 @@ def _watch_new_loop(state: _loop.MapLoop) -> None:
 
 
 def _renew_in_child() -> None:
+    """In a forked child: new pipes; the wakeup fd goes to one of them if it was ours or is free.
+
+    Someone else's fd in the slot (the parent's choice) stays.  asyncio 3.12+
+    frees the slot in every child from its own fork hook, before or after
+    this one.
+    """
     global _wakeup_owner
-    owner = _wakeup_owner
+    ours = -1 if _wakeup_owner is None else _wakeup_owner.write_fd
+    _wakeup_owner = None
     try:
-        # the slot is the parent's choice: keep it unless it was still ours
-        ours = owner is not None and release_wakeup_fd(owner.write_fd)
+        held = signal.set_wakeup_fd(-1)
     except ValueError:  # forked from another thread than the main one
-        ours = False
+        held = None
     for entry in _BY_MAP.values():
         entry.renew_pipe()
-    if owner is not None and ours:
-        signal.set_wakeup_fd(owner.write_fd, warn_on_full_buffer=False)
-    else:
-        _wakeup_owner = None
+    if held is not None and held not in (-1, ours):
+        signal.set_wakeup_fd(held)
+    elif held is not None:
+        for entry in _BY_MAP.values():
+            _claim_wakeup_fd(entry)
+            break
 
 
 _loop.on_new_loop(_watch_new_loop)
