@@ -58,29 +58,48 @@ class PidEchoServer(asyncore.dispatcher):
 
 def ask_pid(address: Any, payload: bytes = b"ping") -> int:
     """One connection: send ``payload``, check the echo, return the server's pid."""
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as conn:
-        conn.settimeout(10.0)
-        conn.connect(address)
-        conn.sendall(payload)
-        reply = b""
-        while not reply.endswith(b":" + payload):
-            chunk = conn.recv(4096)
-            assert chunk, f"connection closed after {reply!r}"
-            reply += chunk
-    pid, _, echoed = reply.partition(b":")
-    assert echoed == payload
-    return int(pid)
+    return ask_pids_at_once(address, 1, payload)[0]
 
 
-def pids_serving(address: Any, expected: int, attempts: int = 400) -> Set[int]:
-    """Connect until ``expected`` distinct worker pids answered (or attempts run out)."""
+def pids_serving(address: Any, expected: int, attempts: int = 50) -> Set[int]:
+    """Connect in bursts until ``expected`` distinct worker pids answered (or attempts run out).
+
+    Bursts of connections opened at once: with a shared listening socket, one
+    connection at a time may always go to the same, already awake, worker.
+    """
     seen: Set[int] = set()
     for n in range(attempts):
-        seen.add(ask_pid(address, b"message %d" % n))
+        seen.update(ask_pids_at_once(address, 8, b"burst %d" % n))
         if len(seen) == expected:
             break
     return seen
+
+
+def ask_pids_at_once(address: Any, count: int, payload: bytes) -> List[int]:
+    """``count`` connections opened before any is asked; the pid that answered each."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    conns = [socket.socket(family, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.settimeout(10.0)
+            conn.connect(address)
+        for conn in conns:
+            conn.sendall(payload)
+        return [_read_pid(conn, payload) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _read_pid(conn: socket.socket, payload: bytes) -> int:
+    reply = b""
+    while not reply.endswith(b":" + payload):
+        chunk = conn.recv(4096)
+        assert chunk, f"connection closed after {reply!r}"
+        reply += chunk
+    pid, _, echoed = reply.partition(b":")
+    assert echoed == payload
+    return int(pid)
 
 
 def assert_reaped(pids: List[int]) -> None:
