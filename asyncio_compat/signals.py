@@ -119,7 +119,10 @@ def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: queue the signal for each map that handles it, wake their loops."""
     for entry in list(_BY_MAP.values()):
         if signum in entry.callbacks:
-            entry.queue.append(signum)
+            # once per number until the loop gets to it: the queue stays as
+            # short as the set of signals handled, however long no loop runs
+            if signum not in entry.queue:
+                entry.queue.append(signum)
             entry.wake()  # after the append: see the module docstring
 
 

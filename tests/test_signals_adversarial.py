@@ -204,6 +204,28 @@ def test_each_signal_runs_only_its_own_callback(
     assert foreign == [signal.SIGUSR2, signal.SIGUSR2]
 
 
+def test_signals_piling_up_while_no_loop_runs_are_kept_once(
+    socket_map: asyncore.SocketMap, pair: Pair, signals_restored: None
+) -> None:
+    # promise: several signals of one number before the loop gets to them run the
+    # callback once or several times; memory stays bounded however long no loop runs
+    calls: List[str] = []
+    asyncio_compat.add_signal_handler(signal.SIGHUP, calls.append, "hup", map=socket_map)
+    asyncio_compat.add_signal_handler(signal.SIGUSR1, calls.append, "usr1", map=socket_map)
+    try:
+        for _ in range(17_000):  # more than the pipe holds (64 KiB on Linux)
+            signal.raise_signal(signal.SIGHUP)
+            signal.raise_signal(signal.SIGUSR1)
+        asyncore.loop(timeout=0, use_poll=True, map=socket_map, count=2)
+        assert calls == ["hup", "usr1"]
+        signal.raise_signal(signal.SIGUSR1)  # the pipe still wakes the loop
+        asyncore.loop(timeout=LONG_WAIT, use_poll=True, map=socket_map, count=1)
+    finally:
+        asyncio_compat.remove_signal_handler(signal.SIGHUP, map=socket_map)
+        asyncio_compat.remove_signal_handler(signal.SIGUSR1, map=socket_map)
+    assert calls == ["hup", "usr1", "usr1"]
+
+
 # -- another thread ------------------------------------------------------------------
 
 
