@@ -25,7 +25,8 @@ How the port is shared:
   the fork and shared: every worker polls it and whichever accepts first
   wins; the others see "nothing to accept", which asyncore ignores.
 
-Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker; a
+Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker
+(the parent closes their lifeline, see :meth:`WorkerPool.stop`); a
 worker that gets either signal stops gracefully with
 :func:`asyncio_compat.shutdown` (``shutdown_grace`` seconds; a second
 signal closes everything at once) and exits with status 0; a worker
@@ -52,6 +53,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
@@ -286,6 +288,7 @@ class WorkerPool:
 
     def _fork_all(self, listeners: List[socket.socket]) -> None:
         lifeline_read, self._lifeline_write = os.pipe()
+        _STARTED.add(self)
         try:
             for index in range(self.workers):
                 self._fork_one(listeners, index, lifeline_read)
@@ -312,11 +315,22 @@ class WorkerPool:
         self._running[pid] = _Worker(pid, status_read)
 
     def _close_parent_fds(self, status_read: int) -> None:
-        """In a new child: drop the fds that only the parent may hold."""
+        """In a new worker: drop the fds that only the parent may hold."""
         os.close(status_read)
+        self._drop_parent_fds()
+
+    def _drop_parent_fds(self) -> None:
+        """In any forked child: close the lifeline's write end and the status pipes.
+
+        A child that kept the lifeline open would keep every worker from
+        seeing it close (the stop, or the parent's death).
+        """
         for worker in self._running.values():
             os.close(worker.status_fd)
         self._running.clear()
+        self._close_lifeline()
+
+    def _close_lifeline(self) -> None:
         if self._lifeline_write is not None:
             os.close(self._lifeline_write)
             self._lifeline_write = None
@@ -366,11 +380,15 @@ class WorkerPool:
     def stop(self, grace: float = 5.0) -> Dict[int, int]:
         """Stop every worker; returns :attr:`exit_codes` (all workers).
 
-        Workers get SIGTERM and ``grace`` seconds to exit; any still running
-        then is killed with SIGKILL.  Every fd the pool holds is closed.
-        Calling it again is harmless.
+        The pool closes the workers' lifeline, which each takes as it takes
+        SIGTERM (a graceful stop), and gives them ``grace`` seconds to exit;
+        any still running then is killed with SIGKILL.  Unlike a second
+        SIGTERM, this never hurries a worker that is stopping already on a
+        signal of its own (Ctrl-C in a terminal reaches the whole process
+        group; systemd's stop signals every process of the service).  Every
+        fd the pool holds is closed.  Calling it again is harmless.
         """
-        self.terminate()
+        self._close_lifeline()
         if not self.wait(grace):
             for pid in list(self._running):
                 with contextlib.suppress(ProcessLookupError):
@@ -380,9 +398,8 @@ class WorkerPool:
         return dict(self.exit_codes)
 
     def _release(self) -> None:
-        if self._lifeline_write is not None:
-            os.close(self._lifeline_write)
-            self._lifeline_write = None
+        self._close_lifeline()
+        _STARTED.discard(self)
         path = self.address
         if self.family == getattr(socket, "AF_UNIX", None) and isinstance(path, str) and path:
             with contextlib.suppress(FileNotFoundError):
@@ -398,6 +415,20 @@ class WorkerPool:
 
 def _now() -> float:
     return time.monotonic()
+
+
+# pools started in this process and not stopped: see _drop_parent_fds
+_STARTED: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def _drop_parent_fds_in_child() -> None:
+    for pool in list(_STARTED):
+        pool._drop_parent_fds()
+    _STARTED.clear()
+
+
+# any fork: another pool's workers, multiprocessing, a user's own os.fork()
+os.register_at_fork(after_in_child=_drop_parent_fds_in_child)
 
 
 class _SignalsBlocked:

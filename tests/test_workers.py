@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, List, Set, Tuple
 
@@ -431,7 +432,7 @@ class FloodServer(PidEchoServer):
     """Queues far more than the socket buffers hold for every connection."""
 
     def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        asyncore.dispatcher_with_send(sock).send(b"x" * 16_000_000)
+        asyncore.dispatcher_with_send(sock).send(b"x" * FLOOD)
 
 
 def test_a_second_sigterm_stops_a_draining_worker_at_once() -> None:
@@ -451,3 +452,65 @@ def test_a_second_sigterm_stops_a_draining_worker_at_once() -> None:
 def test_reuse_port_is_never_available_for_unix_paths() -> None:
     # promise: always False for AF_UNIX
     assert reuse_port_available(socket.AF_UNIX) is False
+
+
+FLOOD = 16_000_000
+
+
+def _read_to_eof(conn: socket.socket, total: List[int]) -> None:
+    conn.settimeout(30.0)
+    while True:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            return
+        total[0] += len(chunk)
+
+
+def _wait_until_refused(address: Tuple[str, int], attempts: int = 500) -> None:
+    for _ in range(attempts):
+        try:
+            socket.create_connection(address, timeout=5.0).close()
+        except ConnectionRefusedError:
+            return
+    raise AssertionError(f"{address} still accepts connections")
+
+
+@pytest.mark.parametrize("first_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "systemd"])
+def test_stop_does_not_hurry_a_worker_already_stopping(first_signal: int) -> None:
+    # promise: a worker that gets SIGTERM or SIGINT stops gracefully.  Ctrl-C in a
+    # terminal sends SIGINT to the whole process group, systemd's stop sends SIGTERM
+    # to every process of the service: the workers get the signal, then the
+    # parent's stop(); that must not count as their second signal.
+    import threading
+
+    with WorkerPool(FloodServer, 1, shutdown_grace=25) as pool:
+        assert isinstance(pool.address, tuple)
+        (pid,) = pool.pids
+        with socket.create_connection(pool.address, timeout=10) as client:
+            total = [len(client.recv(10))]
+            assert total[0]
+            os.kill(pid, first_signal)  # the signal the worker got with its parent
+            _wait_until_refused(pool.address)  # the worker is stopping: its listener closed
+            reader = threading.Thread(target=_read_to_eof, args=(client, total))
+            reader.start()
+            try:
+                codes = pool.stop(grace=30)
+            finally:
+                reader.join(60)
+    assert total[0] == FLOOD
+    assert codes == {pid: 0}
+
+
+def test_a_second_pool_does_not_keep_the_first_ones_workers_running() -> None:
+    # promise: stop() gives the workers grace seconds, then kills those still
+    # running; here none must need killing although a second pool's workers
+    # were forked while the first pool ran (and inherited its fds)
+    with WorkerPool(PidEchoServer, 1) as first, WorkerPool(PidEchoServer, 1) as second:
+        assert pids_serving(first.address, 1) == set(first.pids)
+        assert pids_serving(second.address, 1) == set(second.pids)
+        started = time.monotonic()
+        codes = first.stop(grace=20)
+        assert time.monotonic() - started < 10
+        assert list(codes.values()) == [0]
+        assert ask_pid(second.address) == second.pids[0]  # the second pool serves on
+    assert list(second.exit_codes.values()) == [0]
