@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import random
 import signal
 import socket
 import sys
@@ -433,3 +434,139 @@ def test_a_forked_child_runs_its_own_callbacks(
     assert left == b"0"
     assert float(elapsed) < BOUND
     assert reader in socket_map.values()  # the parent's channel is the parent's
+
+
+# -- a seeded chaos run ---------------------------------------------------------------------
+
+CHAOS_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+CHAOS_BYTES = 500_000  # per client
+
+
+class ChaosEcho(asyncore.dispatcher_with_send):
+    """Echoes; raises a random signal from inside some of its reads."""
+
+    def __init__(self, sock: socket.socket, socket_map: Any, chaos: Chaos) -> None:
+        super().__init__(sock, map=socket_map)
+        self.chaos = chaos
+
+    def handle_read(self) -> None:
+        data = self.recv(8192)
+        if data:
+            self.send(data)
+            self.chaos.maybe_raise()
+
+    def handle_close(self) -> None:
+        self.close()
+
+
+class ChaosClient(asyncore.dispatcher):
+    """Sends CHAOS_BYTES in random chunks and counts what comes back."""
+
+    def __init__(self, sock: socket.socket, socket_map: Any, chaos: Chaos) -> None:
+        super().__init__(sock, map=socket_map)
+        self.chaos = chaos
+        self.to_send = CHAOS_BYTES
+        self.echoed = 0
+
+    def writable(self) -> bool:
+        return self.to_send > 0
+
+    def handle_write(self) -> None:
+        size = min(self.to_send, self.chaos.rng.randrange(1, 16384))
+        self.to_send -= self.send(b"e" * size)
+
+    def handle_read(self) -> None:
+        self.echoed += len(self.recv(65536))
+        self.chaos.maybe_raise()
+        if self.echoed == CHAOS_BYTES:
+            self.close()
+
+
+class Chaos:
+    """Raises signals at random points and checks that no raise goes unanswered."""
+
+    def __init__(self, seed: int, socket_map: asyncore.SocketMap) -> None:
+        self.rng = random.Random(seed)
+        self.map = socket_map
+        self.raised = dict.fromkeys(CHAOS_SIGNALS, 0)  # the number of the last raise
+        self.answered = dict.fromkeys(CHAOS_SIGNALS, 0)  # the last raise a callback saw
+        self.count = 0
+        self.registered: List[int] = []
+
+    def raise_one(self) -> None:
+        signum = self.rng.choice(CHAOS_SIGNALS)
+        self.count += 1
+        self.raised[signum] = self.count
+        signal.raise_signal(signum)
+
+    def maybe_raise(self) -> None:
+        if self.rng.random() < 0.2:
+            self.raise_one()
+
+    def on_signal(self, signum: int) -> None:
+        self.answered[signum] = self.raised[signum]
+        if self.rng.random() < 0.1:
+            self.raise_one()  # re-entrant: a callback raising a signal
+        if self.rng.random() < 0.05:
+            self.toggle(self.rng.choice(CHAOS_SIGNALS))
+
+    def toggle(self, signum: int) -> None:
+        """Remove a registered callback or add it back (from a callback: re-entrancy)."""
+        if signum in self.registered:
+            assert asyncio_compat.remove_signal_handler(signum, map=self.map)
+            self.registered.remove(signum)
+        else:
+            asyncio_compat.add_signal_handler(signum, self.on_signal, signum, map=self.map)
+            self.registered.append(signum)
+        # raises while it was away went to the plain handler: nothing to answer
+        self.answered[signum] = self.raised[signum]
+
+    def unanswered(self) -> List[int]:
+        return [signum for signum in self.registered if self.answered[signum] != self.raised[signum]]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_chaos_signals_during_echo_traffic(
+    default_poller: str, socket_map: asyncore.SocketMap, signals_restored: None, seed: int
+) -> None:
+    # promises: every signal with a callback gets it run; loop() never raises for
+    # signals, re-entrant callbacks or handlers removed and added back; no byte is lost
+    for signum in CHAOS_SIGNALS:
+        signal.signal(signum, lambda *_: None)  # what a removed callback falls back to
+    chaos = Chaos(seed, socket_map)
+    clients = []
+    for _ in range(4):
+        ours, theirs = socket.socketpair()
+        ChaosEcho(ours, socket_map, chaos)
+        clients.append(ChaosClient(theirs, socket_map, chaos))
+    for signum in CHAOS_SIGNALS:
+        chaos.toggle(signum)
+    stop = threading.Event()
+
+    def from_another_thread() -> None:
+        while not stop.wait(0.01):
+            os.kill(os.getpid(), chaos.rng.choice(CHAOS_SIGNALS))
+
+    thread = threading.Thread(target=from_another_thread)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while any(client.echoed < CHAOS_BYTES for client in clients) and time.monotonic() < deadline:
+            asyncore.loop(timeout=0.2, use_poll=True, map=socket_map, count=1)
+            if chaos.rng.random() < 0.2:
+                chaos.raise_one()  # between passes
+    finally:
+        stop.set()
+        thread.join()
+    for _ in range(10):  # the last signals' callbacks
+        if not chaos.unanswered():
+            break
+        asyncore.loop(timeout=0.5, use_poll=True, map=socket_map, count=1)
+    try:
+        assert [client.echoed for client in clients] == [CHAOS_BYTES] * 4
+        assert chaos.unanswered() == []
+        assert chaos.count > 20
+    finally:
+        for signum in list(chaos.registered):
+            chaos.toggle(signum)
+        asyncore.close_all(socket_map)
