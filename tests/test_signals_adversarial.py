@@ -369,6 +369,10 @@ def test_shutdown_from_a_callback_stops_the_loop(
 # -- fork ---------------------------------------------------------------------------------
 
 
+# no timer thread while forking (these tests use no SIGALRM of their own)
+FORKS = pytest.mark.timeout(30, method="signal")
+
+
 def _in_child(body: Callable[[], bytes]) -> bytes:
     """Fork; run ``body()`` in the child and return what it returned (b"error: ..." if it raised)."""
     read_fd, write_fd = os.pipe()
@@ -397,6 +401,7 @@ def _in_child(body: Callable[[], bytes]) -> bytes:
     return b"".join(chunks)
 
 
+@FORKS
 def test_a_fork_keeps_a_wakeup_fd_someone_else_took(
     socket_map: asyncore.SocketMap, signals_restored: None
 ) -> None:
@@ -413,6 +418,7 @@ def test_a_fork_keeps_a_wakeup_fd_someone_else_took(
     assert held == b"%d" % owner_fd or (sys.version_info >= (3, 12) and held == b"-1")
 
 
+@FORKS
 def test_a_forked_child_runs_its_own_callbacks(
     default_poller: str, socket_map: asyncore.SocketMap, pair: Pair, signals_restored: None
 ) -> None:
