@@ -38,7 +38,9 @@ def set_default_poller(spec: PollerSpec) -> None:
     """Make ``spec`` (a name such as ``"poll"``, or a class) the process default.
 
     ``None`` goes back to the environment variable or the best backend.
-    Loops already running on a map keep their poller until the map empties.
+    Only loops made afterwards use it: a map that has a loop keeps it, and
+    its poller, until that loop is released (a ``loop()`` call that ends
+    with the map empty and no timer pending, or ``close_all()``).
     """
     global _chosen
     _chosen = None if spec is None else resolve_poller(spec)

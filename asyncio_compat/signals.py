@@ -9,11 +9,16 @@ only records that it came and wakes that loop.
 How the wake-up works: each map with signal callbacks owns a pipe whose
 read end its loop watches (``MapLoop.watch_fd``: not a channel, so it
 neither keeps ``loop()`` running nor is closed by ``close_all()``).  The
-Python-level handler appends the signal to the map's queue and writes a
-byte to the pipe.  A signal that lands just before the loop starts its
-wait would leave that byte unwritten until the wait ends; as asyncio does,
-the pipe is also given to ``signal.set_wakeup_fd()``, whose C-level write
-cannot miss, when no one else (asyncio) holds that process-wide slot.
+Python-level handler appends the signal to the map's queue, then writes a
+byte to the pipe, whoever holds the process-wide wakeup fd: a byte written
+after the append means the loop cannot drain the pipe and miss the signal
+(the C-level write may come first, from another thread, before Python ran
+the handler).  Python runs that handler only between two bytecodes of the
+main thread, so a signal that lands just before a main-thread loop enters
+its wait would wait with it; as asyncio does, the pipe is also given to
+``signal.set_wakeup_fd()``, whose C-level write cannot miss, when that slot
+is free.  Whoever takes the slot later (asyncio's ``add_signal_handler``)
+keeps it: it is released only while it is still ours.
 """
 
 from __future__ import annotations
@@ -114,9 +119,11 @@ def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: queue the signal for each map that handles it, wake their loops."""
     for entry in list(_BY_MAP.values()):
         if signum in entry.callbacks:
-            entry.queue.append(signum)
-            if entry is not _wakeup_owner:  # the C handler wrote to that one already
-                entry.wake()
+            # once per number until the loop gets to it: the queue stays as
+            # short as the set of signals handled, however long no loop runs
+            if signum not in entry.queue:
+                entry.queue.append(signum)
+            entry.wake()  # after the append: see the module docstring
 
 
 def _main_thread_only(what: str) -> None:
@@ -156,6 +163,16 @@ def add_signal_handler(signum: int, callback: Callable[..., Any], *args: Any, ma
     A new call for the same ``signum`` and map replaces the callback.  An
     exception from the callback is reported on stderr and the loop goes on;
     ExitNow, KeyboardInterrupt and SystemExit leave ``loop()``.
+
+    The process's wakeup fd (``signal.set_wakeup_fd()``) is taken only when
+    free and given back only while still ours; the callbacks run whoever
+    holds it (asyncio's ``loop.add_signal_handler()`` takes it).  Python
+    runs the signal's handler in the main thread, between two of its
+    bytecodes: a signal delivered to another thread (``pthread_kill``) runs
+    its callback once the main thread runs Python code again.  While
+    another library holds the wakeup fd, a signal landing in the instant
+    before a ``loop()`` in the main thread enters its wait runs its callback
+    when that wait ends (within ``sweep_interval`` on epoll and kqueue).
 
     Raises RuntimeError outside the main thread, TypeError when ``callback``
     is not callable or ``signum`` not an int, ValueError for an invalid
@@ -223,11 +240,23 @@ def _stop_map(entry: _MapSignals) -> None:
     del _BY_MAP[id(entry.map)]
     if _wakeup_owner is entry:
         _wakeup_owner = None
-        signal.set_wakeup_fd(-1)
+        release_wakeup_fd(entry.write_fd)
     entry.close()
     for other in _BY_MAP.values():
         _claim_wakeup_fd(other)  # the next map inherits the slot
         break
+
+
+def release_wakeup_fd(write_fd: int) -> bool:
+    """Free the process's wakeup fd if it is still ``write_fd``; True if it was.
+
+    Someone else's fd (asyncio took the slot after us) is put back: there is
+    no way to read the slot without setting it.
+    """
+    held = signal.set_wakeup_fd(-1)
+    if held != write_fd and held != -1:
+        signal.set_wakeup_fd(held)
+    return held == write_fd
 
 
 def _watch_new_loop(state: _loop.MapLoop) -> None:
@@ -237,14 +266,27 @@ def _watch_new_loop(state: _loop.MapLoop) -> None:
 
 
 def _renew_in_child() -> None:
+    """In a forked child: new pipes; the wakeup fd goes to one of them if it was ours or is free.
+
+    Someone else's fd in the slot (the parent's choice) stays.  asyncio 3.12+
+    frees the slot in every child from its own fork hook, before or after
+    this one.
+    """
     global _wakeup_owner
+    ours = -1 if _wakeup_owner is None else _wakeup_owner.write_fd
+    _wakeup_owner = None
+    try:
+        held = signal.set_wakeup_fd(-1)
+    except ValueError:  # forked from another thread than the main one
+        held = None
     for entry in _BY_MAP.values():
         entry.renew_pipe()
-    if _wakeup_owner is not None:
-        try:
-            signal.set_wakeup_fd(_wakeup_owner.write_fd, warn_on_full_buffer=False)
-        except ValueError:  # forked from another thread than the main one
-            _wakeup_owner = None
+    if held is not None and held not in (-1, ours):
+        signal.set_wakeup_fd(held)
+    elif held is not None:
+        for entry in _BY_MAP.values():
+            _claim_wakeup_fd(entry)
+            break
 
 
 _loop.on_new_loop(_watch_new_loop)

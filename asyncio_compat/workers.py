@@ -25,12 +25,16 @@ How the port is shared:
   the fork and shared: every worker polls it and whichever accepts first
   wins; the others see "nothing to accept", which asyncore ignores.
 
-Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker; a
+Life cycle: ``SIGTERM`` or ``SIGINT`` to the parent stops every worker
+(the parent closes their lifeline, see :meth:`WorkerPool.stop`); a
 worker that gets either signal stops gracefully with
 :func:`asyncio_compat.shutdown` (``shutdown_grace`` seconds; a second
 signal closes everything at once) and exits with status 0; a worker
 notices the death of its parent (even by ``SIGKILL``) through a pipe that
-the parent alone holds open, and stops the same way.
+the parent alone holds open, and stops the same way.  No other signal
+stops a worker: handlers that ``make_server`` installs for SIGHUP, SIGUSR1
+and the like (with ``signal.signal`` or ``add_signal_handler``) run, and
+the worker goes on serving.
 Workers are forked: POSIX only (where ``os.fork`` is missing, as on
 Windows, importing this module raises ImportError), and the parent should
 not run threads when it starts them.  Channels in the parent's default
@@ -49,6 +53,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Tuple, Union
 
@@ -70,6 +75,7 @@ if not hasattr(os, "fork"):
 from . import asyncore  # after the guard: file_dispatcher is POSIX-only too
 from ._loop import SocketMap, pushes_interest
 from ._shutdown import shutdown
+from .signals import release_wakeup_fd
 
 __all__ = ["PoolOptions", "WorkerError", "WorkerPool", "serve_workers", "reuse_port_available"]
 
@@ -282,6 +288,7 @@ class WorkerPool:
 
     def _fork_all(self, listeners: List[socket.socket]) -> None:
         lifeline_read, self._lifeline_write = os.pipe()
+        _STARTED.add(self)
         try:
             for index in range(self.workers):
                 self._fork_one(listeners, index, lifeline_read)
@@ -308,11 +315,22 @@ class WorkerPool:
         self._running[pid] = _Worker(pid, status_read)
 
     def _close_parent_fds(self, status_read: int) -> None:
-        """In a new child: drop the fds that only the parent may hold."""
+        """In a new worker: drop the fds that only the parent may hold."""
         os.close(status_read)
+        self._drop_parent_fds()
+
+    def _drop_parent_fds(self) -> None:
+        """In any forked child: close the lifeline's write end and the status pipes.
+
+        A child that kept the lifeline open would keep every worker from
+        seeing it close (the stop, or the parent's death).
+        """
         for worker in self._running.values():
             os.close(worker.status_fd)
         self._running.clear()
+        self._close_lifeline()
+
+    def _close_lifeline(self) -> None:
         if self._lifeline_write is not None:
             os.close(self._lifeline_write)
             self._lifeline_write = None
@@ -362,11 +380,15 @@ class WorkerPool:
     def stop(self, grace: float = 5.0) -> Dict[int, int]:
         """Stop every worker; returns :attr:`exit_codes` (all workers).
 
-        Workers get SIGTERM and ``grace`` seconds to exit; any still running
-        then is killed with SIGKILL.  Every fd the pool holds is closed.
-        Calling it again is harmless.
+        The pool closes the workers' lifeline, which each takes as it takes
+        SIGTERM (a graceful stop), and gives them ``grace`` seconds to exit;
+        any still running then is killed with SIGKILL.  Unlike a second
+        SIGTERM, this never hurries a worker that is stopping already on a
+        signal of its own (Ctrl-C in a terminal reaches the whole process
+        group; systemd's stop signals every process of the service).  Every
+        fd the pool holds is closed.  Calling it again is harmless.
         """
-        self.terminate()
+        self._close_lifeline()
         if not self.wait(grace):
             for pid in list(self._running):
                 with contextlib.suppress(ProcessLookupError):
@@ -376,9 +398,8 @@ class WorkerPool:
         return dict(self.exit_codes)
 
     def _release(self) -> None:
-        if self._lifeline_write is not None:
-            os.close(self._lifeline_write)
-            self._lifeline_write = None
+        self._close_lifeline()
+        _STARTED.discard(self)
         path = self.address
         if self.family == getattr(socket, "AF_UNIX", None) and isinstance(path, str) and path:
             with contextlib.suppress(FileNotFoundError):
@@ -394,6 +415,20 @@ class WorkerPool:
 
 def _now() -> float:
     return time.monotonic()
+
+
+# pools started in this process and not stopped: see _drop_parent_fds
+_STARTED: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def _drop_parent_fds_in_child() -> None:
+    for pool in list(_STARTED):
+        pool._drop_parent_fds()
+    _STARTED.clear()
+
+
+# any fork: another pool's workers, multiprocessing, a user's own os.fork()
+os.register_at_fork(after_in_child=_drop_parent_fds_in_child)
 
 
 class _SignalsBlocked:
@@ -442,13 +477,13 @@ def _worker_main(
 
 def _serve(pool: WorkerPool, listener: socket.socket, lifeline_read: int) -> None:
     socket_map = _fresh_default_map()
-    wakeup_read, wakeup_write = os.pipe()
-    os.set_blocking(wakeup_write, False)
-    _install_child_signals(wakeup_write)
-    _StopWatch(lifeline_read, socket_map, pool.shutdown_grace)
-    _StopWatch(wakeup_read, socket_map, pool.shutdown_grace)
+    stop_read, stop_write = os.pipe()
+    os.set_blocking(stop_write, False)
+    _install_child_signals(stop_write)
+    _StopWatch(lifeline_read, socket_map, pool.shutdown_grace, stop_write)
+    _StopWatch(stop_read, socket_map, pool.shutdown_grace, stop_write)
     os.close(lifeline_read)  # the watches hold duplicates
-    os.close(wakeup_read)
+    os.close(stop_read)
     _unblock_signals()  # a SIGTERM that came early is delivered now, to our handler
     pool.make_server(listener)
     asyncore.loop(pool.loop_timeout, use_poll=True, map=socket_map, poller=pool.poller)
@@ -472,12 +507,38 @@ def _fresh_default_map() -> SocketMap:
     return fresh
 
 
-def _install_child_signals(wakeup_write: int) -> None:
-    # The handler does nothing: the byte the interpreter writes to the wakeup
-    # fd wakes the loop, and the watch on the other end stops the worker.
+# the bytes that stop a worker: CPython writes the signal's number, as one
+# byte, to the wakeup fd for every signal that has a Python-level handler
+_STOP_BYTES = frozenset(int(signum) for signum in _STOP_SIGNALS)
+
+
+class _StopSignal:
+    """The worker's SIGTERM/SIGINT handler: writes the signal's number to the stop pipe.
+
+    The C-level wakeup fd (the same pipe) already got that byte, unless
+    ``make_server`` gave the slot to someone else (asyncio does): this
+    write stops the worker then too.
+    """
+
+    def __init__(self, write_fd: int) -> None:
+        self.write_fd = write_fd
+
+    def __call__(self, signum: int, frame: Optional[FrameType]) -> None:
+        try:
+            os.write(self.write_fd, bytes((signum,)))
+        except (BlockingIOError, InterruptedError):
+            pass  # a full pipe has a stop byte to read already
+
+
+def _install_child_signals(stop_write: int) -> None:
+    # The wakeup fd closes the race of a signal landing just before the
+    # wait: its byte wakes the loop.  Every other signal with a Python
+    # handler (make_server's SIGHUP, SIGUSR1) writes its own number there
+    # too, which the watch reads and ignores.
+    handler = _StopSignal(stop_write)
     for signum in _STOP_SIGNALS:
-        signal.signal(signum, _ignore_signal)
-    signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
+        signal.signal(signum, handler)
+    signal.set_wakeup_fd(stop_write, warn_on_full_buffer=False)
 
 
 def _ignore_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -485,30 +546,34 @@ def _ignore_signal(signum: int, frame: Optional[FrameType]) -> None:
 
 
 class _StopWatch(asyncore.file_dispatcher):
-    """Stops the worker when its pipe becomes readable or reaches EOF.
+    """Stops the worker on SIGTERM or SIGINT, or when its parent is gone.
 
-    Watches the wakeup pipe of the signal handlers and the parent's lifeline
-    (EOF once the parent is gone).  The stop is graceful: both watches
-    close, then :func:`asyncio_compat.shutdown` gives the connections
-    ``grace`` seconds; a second stop signal meanwhile closes everything.
+    Watches the stop pipe (see :class:`_StopSignal`; bytes of other
+    signals are read and ignored) and the parent's lifeline (EOF once the
+    parent is gone).  The stop is graceful: both watches close, then
+    :func:`asyncio_compat.shutdown` gives the connections ``grace`` seconds;
+    a second stop signal meanwhile closes everything.
     """
 
-    def __init__(self, fd: int, socket_map: SocketMap, grace: float) -> None:
+    def __init__(self, fd: int, socket_map: SocketMap, grace: float, stop_write: int) -> None:
         super().__init__(fd, map=socket_map)
         self.worker_map = socket_map
         self.grace = grace
+        self.stop_write = stop_write  # the wakeup fd, released at the stop if still ours
 
     @pushes_interest
     def writable(self) -> bool:
         return False
 
     def handle_read(self) -> None:
-        self.recv(512)  # a signal number, or EOF (which calls handle_close)
-        self.handle_close()
+        data = self.recv(512)  # signal numbers, or EOF (recv() then called handle_close)
+        if _STOP_BYTES.intersection(data):
+            self.handle_close()
 
     def handle_close(self) -> None:
         worker_map = self.worker_map
-        signal.set_wakeup_fd(-1)  # its pipe's reader is about to close
+        # its pipe's reader is about to close; a slot make_server gave away stays
+        release_wakeup_fd(self.stop_write)
         for signum in _STOP_SIGNALS:
             signal.signal(signum, lambda *_: shutdown(worker_map, grace=0))
         for channel in list(worker_map.values()):

@@ -195,3 +195,90 @@ def test_renewal_leaves_the_parents_kernel_object_alone(
         assert any(ident == fd for ident, _ in created[-1].pairs())
     else:
         assert fd in created[-1].interest()
+
+
+class ReadOnce(asyncore.dispatcher):
+    """Records the first read, then closes."""
+
+    def __init__(self, sock: socket.socket, socket_map: Any) -> None:
+        super().__init__(sock, map=socket_map)
+        self.received = b""
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.received = self.recv(64)
+        self.close()
+
+
+def _signal_me_soon(signum: int) -> int:
+    """A helper process (not a thread: forks follow) that sends ``signum`` to us in 0.1 s."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(0.1)
+            os.kill(parent, signum)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _serve_a_fresh_pair_in_child(socket_map: asyncore.SocketMap, report_fd: int) -> None:
+    """In the child: a new channel on the inherited map must be served; writes what it read."""
+    code = 1
+    try:
+        for channel in list(socket_map.values()):
+            channel.socket.close()  # the parent's; closed behind the loop's back
+        socket_map.clear()
+        ours, theirs = socket.socketpair()
+        reader = ReadOnce(ours, socket_map)
+        theirs.sendall(b"child")
+        asyncore.loop(timeout=BOUND, use_poll=True, map=socket_map, count=5)
+        os.write(report_fd, reader.received or b"nothing")
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def test_fork_from_a_signal_handler_during_the_wait(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    # promise (stopping.rst): a child made by os.fork() gets pollers of its own,
+    # here forked by a signal handler in the middle of the parent's wait, after
+    # a close() there had the loop wake itself
+    first, first_peer = socket.socketpair()
+    second, second_peer = socket.socketpair()
+    closed = ReadOnce(first, socket_map)
+    kept = ReadOnce(second, socket_map)
+    report_read, report_write = os.pipe()
+    children: List[int] = []
+
+    def on_usr1(*_: object) -> None:
+        closed.close()
+        pid = os.fork()
+        if pid == 0:
+            _serve_a_fresh_pair_in_child(socket_map, report_write)
+        children.append(pid)
+        second_peer.sendall(b"parent")
+
+    previous = signal.signal(signal.SIGUSR1, on_usr1)
+    helper = _signal_me_soon(signal.SIGUSR1)
+    try:
+        asyncore.loop(timeout=BOUND, use_poll=True, map=socket_map)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        os.waitpid(helper, 0)
+        os.close(report_write)
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+        report = os.read(report_read, 64)
+        os.close(report_read)
+        first_peer.close()
+        second_peer.close()
+    assert kept.received == b"parent"
+    assert not socket_map
+    assert codes == [0]
+    assert report == b"child"

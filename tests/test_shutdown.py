@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from pathlib import Path
@@ -243,3 +244,97 @@ def test_shutdown_under_the_asyncio_bridge(socket_map: asyncore.SocketMap) -> No
     assert sum(received) == len(PAYLOAD)
     assert _loop.existing_loop(socket_map) is None  # nothing kept for the shutdown's timers
     clients[0].close()
+
+
+# -- adversarial: later calls, signals, re-entrancy ------------------------------------
+
+
+def test_a_later_call_never_moves_the_deadline_later(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    # promise: a second call only brings the deadline forward (never later)
+    listener = Listener(socket_map, asyncore.dispatcher)
+    clients = _connect(listener, 1)
+    started = time.monotonic()
+    asyncio_compat.shutdown(socket_map, grace=0.3)
+    asyncio_compat.shutdown(socket_map, grace=60)
+    asyncore.loop(timeout=5, map=socket_map)
+    assert time.monotonic() - started < 3
+    assert not socket_map
+    clients[0].close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_a_second_signal_closes_everything_at_once(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    # promise (stopping.rst): a second shutdown(grace=0), for a second signal, closes everything at once
+    listener = Listener(socket_map, ChatSender)
+    clients = _connect(listener, 1)
+    listener.accepted[0].push(PAYLOAD)  # the client never reads: close_when_done() would wait
+    graces = [20.0, 0.0]
+
+    def stop() -> None:
+        asyncio_compat.shutdown(socket_map, grace=graces.pop(0))
+
+    asyncio_compat.add_signal_handler(signal.SIGUSR1, stop, map=socket_map)
+    try:
+        signal.raise_signal(signal.SIGUSR1)
+        asyncore.loop(timeout=0.05, map=socket_map, count=5)
+        assert len(socket_map) == 1  # the chat channel drains until the deadline
+        started = time.monotonic()
+        signal.raise_signal(signal.SIGUSR1)
+        asyncore.loop(timeout=5, map=socket_map)
+    finally:
+        asyncio_compat.remove_signal_handler(signal.SIGUSR1, map=socket_map)
+    assert time.monotonic() - started < 2
+    assert not socket_map and graces == []
+    clients[0].close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+@pytest.mark.timeout(30, method="thread")  # this test owns SIGALRM
+def test_shutdown_in_a_plain_signal_handler_during_the_wait(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    # promise: safe to call from a handler; the stop never makes loop() raise and
+    # loop() returns as soon as the map is empty (what a stopping worker's
+    # second signal does: shutdown(grace=0) inside the signal handler itself)
+    listener = Listener(socket_map, Sender)
+    clients = _connect(listener, 2)
+    listener.accepted[0].send(PAYLOAD)
+    previous = signal.signal(signal.SIGALRM, lambda *_: asyncio_compat.shutdown(socket_map, grace=0))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        started = time.monotonic()
+        asyncore.loop(timeout=10, use_poll=True, map=socket_map)
+        elapsed = time.monotonic() - started
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert elapsed < 3
+    assert not socket_map
+    for client in clients:
+        client.close()
+
+
+class ClosesOthers(asyncore.dispatcher):
+    """Its close() closes the other channels of its map too (re-entrant closes)."""
+
+    def close(self) -> None:
+        super().close()
+        for channel in list(self._map.values()):
+            channel.close()
+
+
+def test_a_close_that_closes_other_channels_during_the_stop(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    # promise: whatever is still in the map at the deadline is closed
+    listener = Listener(socket_map, ClosesOthers)
+    clients = _connect(listener, 3)
+    asyncio_compat.shutdown(socket_map, grace=0.1)
+    asyncore.loop(timeout=5, map=socket_map)
+    assert not socket_map
+    for client in clients:
+        client.close()

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, List, Set, Tuple
 
@@ -58,29 +59,48 @@ class PidEchoServer(asyncore.dispatcher):
 
 def ask_pid(address: Any, payload: bytes = b"ping") -> int:
     """One connection: send ``payload``, check the echo, return the server's pid."""
-    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as conn:
-        conn.settimeout(10.0)
-        conn.connect(address)
-        conn.sendall(payload)
-        reply = b""
-        while not reply.endswith(b":" + payload):
-            chunk = conn.recv(4096)
-            assert chunk, f"connection closed after {reply!r}"
-            reply += chunk
-    pid, _, echoed = reply.partition(b":")
-    assert echoed == payload
-    return int(pid)
+    return ask_pids_at_once(address, 1, payload)[0]
 
 
-def pids_serving(address: Any, expected: int, attempts: int = 400) -> Set[int]:
-    """Connect until ``expected`` distinct worker pids answered (or attempts run out)."""
+def pids_serving(address: Any, expected: int, attempts: int = 50) -> Set[int]:
+    """Connect in bursts until ``expected`` distinct worker pids answered (or attempts run out).
+
+    Bursts of connections opened at once: with a shared listening socket, one
+    connection at a time may always go to the same, already awake, worker.
+    """
     seen: Set[int] = set()
     for n in range(attempts):
-        seen.add(ask_pid(address, b"message %d" % n))
+        seen.update(ask_pids_at_once(address, 8, b"burst %d" % n))
         if len(seen) == expected:
             break
     return seen
+
+
+def ask_pids_at_once(address: Any, count: int, payload: bytes) -> List[int]:
+    """``count`` connections opened before any is asked; the pid that answered each."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    conns = [socket.socket(family, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.settimeout(10.0)
+            conn.connect(address)
+        for conn in conns:
+            conn.sendall(payload)
+        return [_read_pid(conn, payload) for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _read_pid(conn: socket.socket, payload: bytes) -> int:
+    reply = b""
+    while not reply.endswith(b":" + payload):
+        chunk = conn.recv(4096)
+        assert chunk, f"connection closed after {reply!r}"
+        reply += chunk
+    pid, _, echoed = reply.partition(b":")
+    assert echoed == payload
+    return int(pid)
 
 
 def assert_reaped(pids: List[int]) -> None:
@@ -309,3 +329,189 @@ def test_workers_exit_when_the_parent_is_killed() -> None:
         os.close(watch_read)
         if watch_write >= 0:
             os.close(watch_write)
+
+
+# -- other signals, another owner of the wakeup fd ---------------------------------------
+
+# per worker process: how many SIGHUP (signal.signal) and SIGUSR1 (add_signal_handler) it saw
+SEEN = {"hup": 0, "usr1": 0}
+
+
+class CountsReply(asyncore.dispatcher_with_send):
+    """Answers every read with ``pid:hups:usr1s``."""
+
+    def handle_read(self) -> None:
+        if self.recv(4096):
+            self.send(b"%d:%d:%d" % (os.getpid(), SEEN["hup"], SEEN["usr1"]))
+
+
+class CountsServer(PidEchoServer):
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        CountsReply(sock)
+
+
+def _bump(name: str) -> None:
+    SEEN[name] += 1
+
+
+def reloading_server(listener: socket.socket) -> CountsServer:
+    """A make_server that wires SIGHUP (reload) and SIGUSR1 (stats) both ways."""
+    import asyncio_compat
+
+    signal.signal(signal.SIGHUP, lambda *_: _bump("hup"))
+    asyncio_compat.add_signal_handler(signal.SIGUSR1, _bump, "usr1")
+    return CountsServer(listener)
+
+
+def wakeup_taking_server(listener: socket.socket) -> CountsServer:
+    """A make_server whose library takes the wakeup fd (as asyncio's add_signal_handler does)."""
+    theirs, reader = socket.socketpair()  # kept open for the worker's life
+    theirs.setblocking(False)
+    signal.set_wakeup_fd(theirs.fileno())
+    KEPT.extend((theirs, reader))
+    return reloading_server(listener)
+
+
+KEPT: List[socket.socket] = []
+
+
+def ask_counts(address: Any) -> Tuple[int, int, int]:
+    with socket.create_connection(address, timeout=10.0) as conn:
+        conn.sendall(b"?")
+        reply = conn.recv(100)
+    pid, hups, usr1s = (int(word) for word in reply.split(b":"))
+    return pid, hups, usr1s
+
+
+def wait_for_counts(address: Any, expected: Tuple[int, int, int], attempts: int = 200) -> None:
+    """Ask until the worker reports ``expected`` (its handlers run asynchronously)."""
+    seen = None
+    for _ in range(attempts):
+        seen = ask_counts(address)
+        if seen == expected:
+            return
+    raise AssertionError(f"the worker answered {seen}, expected {expected}")
+
+
+@pytest.mark.parametrize("make_server", [reloading_server, wakeup_taking_server])
+def test_other_signals_run_their_handlers_and_never_stop_a_worker(
+    make_server: Any, poller_name: str
+) -> None:
+    # promise (workers docstring): only SIGTERM, SIGINT and the parent's death stop a worker
+    with WorkerPool(make_server, 1, poller=poller_name, loop_timeout=2.0) as pool:
+        assert pool.address is not None
+        (pid,) = pool.pids
+        wait_for_counts(pool.address, (pid, 0, 0))
+        os.kill(pid, signal.SIGHUP)
+        wait_for_counts(pool.address, (pid, 1, 0))
+        os.kill(pid, signal.SIGUSR1)
+        wait_for_counts(pool.address, (pid, 1, 1))
+        assert pool.wait_any(0) == []
+        os.kill(pid, signal.SIGTERM)  # still stops it, gracefully
+        assert pool.wait_any(20) == [pid]
+    assert pool.exit_codes == {pid: 0}
+
+
+def test_serve_workers_goes_on_after_a_workers_sighup() -> None:
+    # promise (serve_workers): it returns on SIGTERM/SIGINT or once a worker exited
+    seen: List[Tuple[int, int, int]] = []
+
+    def on_ready(pool: WorkerPool) -> None:
+        (pid,) = pool.pids
+        wait_for_counts(pool.address, (pid, 0, 0))
+        os.kill(pid, signal.SIGHUP)
+        wait_for_counts(pool.address, (pid, 1, 0))
+        seen.append(ask_counts(pool.address))
+        assert pool.wait_any(0) == []
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    serve_workers(reloading_server, 1, on_ready=on_ready)
+    assert len(seen) == 1 and seen[0][1:] == (1, 0)
+
+
+class FloodServer(PidEchoServer):
+    """Queues far more than the socket buffers hold for every connection."""
+
+    def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
+        asyncore.dispatcher_with_send(sock).send(b"x" * FLOOD)
+
+
+def test_a_second_sigterm_stops_a_draining_worker_at_once() -> None:
+    # promise (workers, stopping.rst): a second signal closes everything at once
+    with WorkerPool(FloodServer, 1, shutdown_grace=60) as pool:
+        assert isinstance(pool.address, tuple)
+        (pid,) = pool.pids
+        with socket.create_connection(pool.address, timeout=10) as client:
+            assert client.recv(10)  # the worker is serving; the client reads no more
+            pool.terminate()  # graceful: the flood would drain for up to 60 s
+            assert pool.wait_any(0.5) == []
+            pool.terminate()  # the second signal
+            assert pool.wait_any(10) == [pid]
+    assert pool.exit_codes == {pid: 0}
+
+
+def test_reuse_port_is_never_available_for_unix_paths() -> None:
+    # promise: always False for AF_UNIX
+    assert reuse_port_available(socket.AF_UNIX) is False
+
+
+FLOOD = 16_000_000
+
+
+def _read_to_eof(conn: socket.socket, total: List[int]) -> None:
+    conn.settimeout(30.0)
+    while True:
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            return
+        total[0] += len(chunk)
+
+
+def _wait_until_refused(address: Tuple[str, int], attempts: int = 500) -> None:
+    for _ in range(attempts):
+        try:
+            socket.create_connection(address, timeout=5.0).close()
+        except ConnectionRefusedError:
+            return
+    raise AssertionError(f"{address} still accepts connections")
+
+
+@pytest.mark.parametrize("first_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "systemd"])
+def test_stop_does_not_hurry_a_worker_already_stopping(first_signal: int) -> None:
+    # promise: a worker that gets SIGTERM or SIGINT stops gracefully.  Ctrl-C in a
+    # terminal sends SIGINT to the whole process group, systemd's stop sends SIGTERM
+    # to every process of the service: the workers get the signal, then the
+    # parent's stop(); that must not count as their second signal.
+    import threading
+
+    with WorkerPool(FloodServer, 1, shutdown_grace=25) as pool:
+        assert isinstance(pool.address, tuple)
+        (pid,) = pool.pids
+        with socket.create_connection(pool.address, timeout=10) as client:
+            total = [len(client.recv(10))]
+            assert total[0]
+            os.kill(pid, first_signal)  # the signal the worker got with its parent
+            _wait_until_refused(pool.address)  # the worker is stopping: its listener closed
+            reader = threading.Thread(target=_read_to_eof, args=(client, total))
+            reader.start()
+            try:
+                codes = pool.stop(grace=30)
+            finally:
+                reader.join(60)
+    assert total[0] == FLOOD
+    assert codes == {pid: 0}
+
+
+def test_a_second_pool_does_not_keep_the_first_ones_workers_running() -> None:
+    # promise: stop() gives the workers grace seconds, then kills those still
+    # running; here none must need killing although a second pool's workers
+    # were forked while the first pool ran (and inherited its fds)
+    with WorkerPool(PidEchoServer, 1) as first, WorkerPool(PidEchoServer, 1) as second:
+        assert pids_serving(first.address, 1) == set(first.pids)
+        assert pids_serving(second.address, 1) == set(second.pids)
+        started = time.monotonic()
+        codes = first.stop(grace=20)
+        assert time.monotonic() - started < 10
+        assert list(codes.values()) == [0]
+        assert ask_pid(second.address) == second.pids[0]  # the second pool serves on
+    assert list(second.exit_codes.values()) == [0]
