@@ -489,6 +489,8 @@ def test_output_queued_after_wrap_ssl_never_leaves_in_plaintext(
     run_until(socket_map, lambda: bool(server.accepted), **loop_args)
     receiver = server.accepted[0]
     expected = b"early words, secret greeting"
-    run_until(socket_map, lambda: len(receiver.received) >= len(expected) or bool(receiver.errors), **loop_args)
+    run_until(
+        socket_map, lambda: len(receiver.received) >= len(expected) or bool(receiver.errors), **loop_args
+    )
     assert bytes(receiver.received) == expected and receiver.errors == []
     assert "handshake" in client.events
