@@ -437,7 +437,8 @@ class LineQuitter(TLSMixin, asynchat.async_chat):
         self.events: List[str] = []
         self.errors: List[BaseException] = []
 
-    collect_incoming_data = asynchat.async_chat._collect_incoming_data
+    def collect_incoming_data(self, data: bytes) -> None:
+        self._collect_incoming_data(data)
 
     def handle_handshake_done(self) -> None:
         self.events.append("handshake")
