@@ -382,3 +382,17 @@ def test_nothing_pushed_is_dropped_under_back_pressure_with_a_slow_reader(
     sink = Sink(peer, socket_map)
     run_until(socket_map, lambda: sink.eof, poller=poller_name)
     assert bytes(sink.received) == answer * 3 and chat.errors == []
+
+
+def test_a_channel_with_megabytes_queued_still_reads(
+    poller_name: str, use_poll: bool, socket_map: SocketMap, sockets: Sockets
+) -> None:
+    # docs: "it always wants to read" (output_high_water None: reading never pauses)
+    mine, peer = sockets.pair()
+    chat = Lines(mine, socket_map)
+    chat.push(payload(8 << 20))  # far more than the socket takes; the peer reads none of it
+    assert chat.queued_output > 4 << 20
+    for number in range(50):
+        peer.sendall(b"line %d\n" % number)
+    run_until(socket_map, lambda: len(chat.lines) == 50, poller=poller_name, use_poll=use_poll)
+    assert chat.lines[-1] == b"line 49" and chat.errors == [] and chat.queued_output > 0

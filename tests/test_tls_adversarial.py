@@ -495,3 +495,25 @@ def test_output_queued_after_wrap_ssl_never_leaves_in_plaintext(
     )
     assert bytes(receiver.received) == expected and receiver.errors == []
     assert "handshake" in client.events
+
+
+def test_the_fd_never_changes_across_wrap_and_unwrap(
+    loop_args: LoopArgs, socket_map: Map, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    # tls.rst: "The fd, and so the channel's place in the map, never change."
+    class Downgrading(Echo):
+        def handle_close_notify(self) -> None:
+            self.events.append("close_notify")
+            self.unwrap_ssl()
+
+    client, handler = established(
+        socket_map, loop_args, server_context, client_context, server_cls=Downgrading
+    )
+    fds = (client.socket.fileno(), handler.socket.fileno())
+    assert socket_map[fds[0]] is client and socket_map[fds[1]] is handler
+    client.unwrap_ssl()
+    run_until(socket_map, lambda: "unwrapped" in client.events and "unwrapped" in handler.events, **loop_args)
+    assert (client.socket.fileno(), handler.socket.fileno()) == fds
+    assert socket_map[fds[0]] is client and socket_map[fds[1]] is handler
+    client.send(b"plain again")
+    run_until(socket_map, lambda: bytes(client.received) == b"plain again", **loop_args)
