@@ -78,6 +78,12 @@ _Plan = Tuple[ssl.SSLContext, bool, Optional[str]]
 _UNWRAP = "unwrap"
 
 
+# The peer ended the TCP connection without a close_notify where one was due.
+# Python 3.9 with OpenSSL 3 reports that as SSLZeroReturnError ("TLS/SSL
+# connection has been closed (EOF)"); later versions as SSLEOFError.
+_PEER_ENDED = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 def _disconnected(exc: OSError) -> bool:
     """A socket error that means the peer is gone (not an SSL error: those
     reuse small errno values for their own codes)."""
@@ -218,7 +224,7 @@ class TLSSocket:
                 self.read_blocked = True
                 self._set_want(self.want | WRITE)
                 return
-            except ssl.SSLEOFError:
+            except _PEER_ENDED:
                 # the peer closed TCP without close_notify: an end all the same
                 self.at_eof = True
                 return
@@ -289,7 +295,7 @@ class TLSSocket:
             self._unfinished = len(chunk)
             self._set_want(self.want | READ)
             raise _would_block("write") from None
-        except ssl.SSLEOFError:
+        except _PEER_ENDED:
             # the SSL object saw the peer's TCP end: a broken pipe, which
             # dispatcher.send() answers with handle_close(), as for a plain socket
             raise BrokenPipeError(EPIPE, "TLS send: the peer has closed the connection") from None
@@ -622,7 +628,7 @@ class TLSMixin:
         """
         try:
             self._tls_step(tls)
-        except ssl.SSLEOFError:
+        except _PEER_ENDED:
             self.handle_close()
         except OSError as exc:
             if not _disconnected(exc):
