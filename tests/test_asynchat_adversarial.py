@@ -8,13 +8,14 @@ Each test names the promise of docs/asynchat.rst it tries to break.
 from __future__ import annotations
 
 import socket
-import sys
 from typing import Any, List, Optional
 
 import pytest
 from helpers import Sockets, in_map, run_until
+from test_asynchat import Chat
+from test_asynchat import Sink as PlainSink
 
-from asyncio_compat import SocketMap, asynchat, asyncore
+from asyncio_compat import SocketMap, asyncore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,40 +26,23 @@ def payload(size: int) -> bytes:
     return (b"0123456789abcdefghijklmnopqrstuvwxyz\n" * (size // 37 + 1))[:size]
 
 
-class Lines(asynchat.async_chat):
-    """Keeps each line; records handler errors instead of printing them."""
+class Lines(Chat):
+    """test_asynchat's Chat, keeping each piece handed to collect_incoming_data too."""
 
     def __init__(self, sock: socket.socket, socket_map: Any, terminator: Any = b"\n") -> None:
-        super().__init__(sock, socket_map)
-        self.set_terminator(terminator)
-        self.lines: List[bytes] = []
+        super().__init__(sock, socket_map, terminator)
         self.pieces: List[Any] = []
-        self.errors: List[BaseException] = []
+
+    @property
+    def lines(self) -> List[bytes]:
+        return self.messages
 
     def collect_incoming_data(self, data: bytes) -> None:
         self.pieces.append(data)
-        self._collect_incoming_data(data)
-
-    def found_terminator(self) -> None:
-        self.lines.append(self._get_data())
-
-    def handle_error(self) -> None:
-        self.errors.append(sys.exc_info()[1])  # type: ignore[arg-type]
-        self.close()
+        super().collect_incoming_data(data)
 
 
-class Sink(asyncore.dispatcher):
-    def __init__(self, sock: socket.socket, socket_map: Any) -> None:
-        super().__init__(sock, socket_map)
-        self.received = bytearray()
-        self.eof = False
-
-    def writable(self) -> bool:
-        return False
-
-    def handle_read(self) -> None:
-        self.received += self.recv(65536)
-
+class Sink(PlainSink):
     def handle_close(self) -> None:
         # with poll2() semantics a hang-up comes with the last read event, as
         # in 3.11: take what is still in the socket before closing
@@ -71,8 +55,7 @@ class Sink(asyncore.dispatcher):
                 self.received += data
         except OSError:
             pass
-        self.eof = True
-        self.close()
+        super().handle_close()
 
 
 # -- an overridden send() is handed bytes (docs: "always handed bytes") --------------------

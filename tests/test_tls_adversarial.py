@@ -15,7 +15,7 @@ import socket
 import ssl
 import sys
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 import test_tls
@@ -68,6 +68,16 @@ def serve_for(socket_map: Map, seconds: float, loop_args: LoopArgs) -> None:
         asyncore.loop(timeout=0.02, map=socket_map, count=1, **loop_args)
 
 
+def one_raw_peer(
+    socket_map: Map, sockets: Sockets, context: ssl.SSLContext, loop_args: LoopArgs, cls: type
+) -> Tuple[Listener, socket.socket, Any]:
+    """A TLS server of ``cls`` channels, a plain TCP peer, and the server's channel for it."""
+    server = tls_server(socket_map, context, cls)
+    peer = raw_peer(server, sockets)
+    (handler,) = accepted(socket_map, server, 1, loop_args)
+    return server, peer, handler
+
+
 def ended(socket_map: Map, channel: Any) -> Callable[[], bool]:
     return lambda: not in_map(channel, socket_map)
 
@@ -95,9 +105,7 @@ def test_a_fin_during_the_handshake_calls_handle_close_not_handle_error(
 ) -> None:
     # tls.py: "A peer that disconnects meanwhile ... gets handle_close"
     # (a load balancer's health check: connect, maybe a few bytes, FIN)
-    server = tls_server(socket_map, server_context, Watched)
-    peer = raw_peer(server, sockets)
-    (handler,) = accepted(socket_map, server, 1, loop_args)
+    server, peer, handler = one_raw_peer(socket_map, sockets, server_context, loop_args, Watched)
     if sent_first:
         peer.sendall(sent_first)
     peer.shutdown(socket.SHUT_WR)
@@ -111,9 +119,7 @@ def test_a_reset_during_the_handshake_calls_handle_close(
     loop_args: LoopArgs, socket_map: Map, sockets: Sockets,
     server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    server = tls_server(socket_map, server_context, Watched)
-    peer = raw_peer(server, sockets)
-    (handler,) = accepted(socket_map, server, 1, loop_args)
+    server, peer, handler = one_raw_peer(socket_map, sockets, server_context, loop_args, Watched)
     peer.sendall(RECORD_HEADER + b"\x01")
     asyncore.loop(timeout=0.05, map=socket_map, count=2, **loop_args)
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
@@ -143,9 +149,7 @@ def test_bytes_that_are_not_tls_go_to_handle_error_and_only_that_connection_ends
 ) -> None:
     # a plaintext HTTP client on the TLS port: an ssl.SSLError naming the
     # problem, logged by handle_error, which closes that connection
-    server = tls_server(socket_map, server_context, Watched)
-    peer = raw_peer(server, sockets)
-    (handler,) = accepted(socket_map, server, 1, loop_args)
+    server, peer, handler = one_raw_peer(socket_map, sockets, server_context, loop_args, Watched)
     peer.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
     run_until(socket_map, ended(socket_map, handler), **loop_args)
     assert len(handler.errors) == 1 and isinstance(handler.errors[0], ssl.SSLError)
@@ -169,9 +173,7 @@ def test_a_trickled_handshake_is_ended_by_its_deadline(
     loop_args: LoopArgs, socket_map: Map, sockets: Sockets,
     server_context: ssl.SSLContext, client_context: ssl.SSLContext
 ) -> None:
-    server = tls_server(socket_map, server_context, Patient)
-    peer = raw_peer(server, sockets)
-    (handler,) = accepted(socket_map, server, 1, loop_args)
+    server, peer, handler = one_raw_peer(socket_map, sockets, server_context, loop_args, Patient)
     started = time.monotonic()
     peer.sendall(RECORD_HEADER)
     sent = 0
@@ -207,9 +209,7 @@ def test_the_deadline_does_not_outlive_a_completed_handshake(
 def test_a_closed_channels_deadline_keeps_no_loop_running(
     loop_args: LoopArgs, socket_map: Map, sockets: Sockets, server_context: ssl.SSLContext
 ) -> None:
-    server = tls_server(socket_map, server_context, Watched)
-    peer = raw_peer(server, sockets)
-    (handler,) = accepted(socket_map, server, 1, loop_args)
+    server, peer, handler = one_raw_peer(socket_map, sockets, server_context, loop_args, Watched)
     server.close()
     handler.close()  # in the middle of its handshake, with a 60 s deadline armed
     peer.close()
@@ -247,9 +247,7 @@ def test_an_exception_in_handle_handshake_timeout_goes_to_handle_error(
         def handle_handshake_timeout(self) -> None:
             raise RuntimeError("hook failed")
 
-    server = tls_server(socket_map, server_context, Raising)
-    peer = raw_peer(server, sockets)
-    (handler,) = accepted(socket_map, server, 1, loop_args)
+    server, peer, handler = one_raw_peer(socket_map, sockets, server_context, loop_args, Raising)
     run_until(socket_map, ended(socket_map, handler), **loop_args)
     assert [type(exc) for exc in handler.errors] == [RuntimeError]
     peer.close()
