@@ -10,7 +10,8 @@ must get every byte back) while everything around them misbehaves:
   SIGUSR1 and SIGTERM run handlers installed with ``signal.signal`` that
   close hostile connections wherever the main thread is (one, or all of
   them: the 3.11 ``close_all()`` pattern);
-* another thread closes hostile connections from outside the loop's thread;
+* another thread closes hostile connections from outside the loop's thread,
+  and opens a regular file at once, which takes the closed fd's number;
 * hostile peers connect and reset (RST), trickle bytes, or half-close;
 * timers are cancelled and re-armed all the time (the idle-timeout pattern,
   with a live timer ahead of the cancelled ones).
@@ -359,6 +360,11 @@ def cross_thread_closer(world: World, stop: threading.Event, seed: int) -> None:
             rng.choice(candidates).close()
         except BaseException as exc:  # noqa: BLE001 (close() must never raise: record what did)
             world.findings.close_raised.append(describe(exc))
+            continue
+        # a regular file opened now most likely takes the closed socket's fd
+        # number (a log reopened, a file served by a worker thread)
+        with open(__file__, "rb"):
+            stop.wait(rng.uniform(0, 0.01))
 
 
 def arm_timer_chaos(world: World) -> List[TimerHandle]:
@@ -456,10 +462,11 @@ def replay(seed: int, poller: str) -> str:
 
 
 # Known bugs of this branch, fixed on others (issue 18); remove each mark once its fix is merged.
-SWEEP_BUG = (
-    "known bug (issue 18 item 4): on a backend that sweeps for closed fds (epoll, kqueue), a "
+SWEEP_BUGS = (
+    "known bugs on the backends that sweep for closed fds (epoll, kqueue): issue 18 item 4, a "
     "signal handler that closes a channel during the sweep makes loop() raise RuntimeError "
-    "(dictionary changed size during iteration)"
+    "(dictionary changed size during iteration); item 12 (epoll), a closed channel's fd number "
+    "taken by a regular file makes loop() raise PermissionError (EPERM from epoll_ctl)"
 )
 TIMER_HEAP_BUG = (
     "known bug (issue 18 item 5, timer heap growth): a cancelled timer stays in the heap "
@@ -471,7 +478,7 @@ def test_chaos_loop_never_raises(
     request: pytest.FixtureRequest, poller_name: str, socket_map: SocketMap, seed: int
 ) -> None:
     if getattr(pollers.get(poller_name), "sweep_interval", None) is not None:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=SWEEP_BUG))
+        request.applymarker(pytest.mark.xfail(strict=False, reason=SWEEP_BUGS))
     world, _, took = chaos_run(poller_name, socket_map, seed)
     findings = world.findings
     print(f"{poller_name}: signals handled {findings.signals}, {took:.1f} s")
