@@ -15,7 +15,7 @@ from helpers import Sockets, in_map, run_until
 from test_asynchat import Chat
 from test_asynchat import Sink as PlainSink
 
-from asyncio_compat import SocketMap, asyncore
+from asyncio_compat import SocketMap, asynchat, asyncore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,7 +98,9 @@ class ViewProducer:
         return piece
 
 
-@pytest.mark.parametrize("kind", ["bytes", "memoryview", "bytearray", "view-producer", "throttled"])
+@pytest.mark.parametrize(
+    "kind", ["bytes", "memoryview", "bytearray", "view-producer", "bytearray-producer", "throttled"]
+)
 def test_an_overridden_send_is_handed_bytes_whatever_the_piece_size(
     poller_name: str, socket_map: SocketMap, sockets: Sockets, kind: str
 ) -> None:
@@ -114,6 +116,8 @@ def test_an_overridden_send_is_handed_bytes_whatever_the_piece_size(
         chat.push(bytearray(body))
     elif kind == "view-producer":
         chat.push_with_producer(ViewProducer(body, 300_000))
+    elif kind == "bytearray-producer":
+        chat.push_with_producer(asynchat.simple_producer(bytearray(body), buffer_size=300_000))
     else:
         chat.throttle = 70_000  # leaves a remainder above 64 KiB queued
         chat.push(body)
@@ -155,6 +159,22 @@ def test_a_socket_of_another_type_is_handed_bytes(
     run_until(socket_map, lambda: len(sink.received) >= len(body) or bool(chat.errors), poller=poller_name)
     assert chat.errors == [] and set(wrapper.kinds) == {bytes}
     assert bytes(sink.received) == body
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview], ids=["bytes", "bytearray", "memoryview"])
+def test_dispatcher_with_send_hands_its_socket_bytes(
+    poller_name: str, socket_map: SocketMap, sockets: Sockets, wrap: Any
+) -> None:
+    # the other buffered sender: whatever send() is given, the socket sees bytes
+    mine, peer = sockets.pair()
+    sender = asyncore.dispatcher_with_send(mine, socket_map)
+    wrapper = RecordingSocket(mine, 50_000)
+    sender.socket = wrapper  # type: ignore[assignment]
+    sink = Sink(peer, socket_map)
+    body = payload(300_000)
+    sender.send(wrap(body))
+    run_until(socket_map, lambda: len(sink.received) >= len(body), poller=poller_name)
+    assert set(wrapper.kinds) == {bytes} and bytes(sink.received) == body
 
 
 # -- an overridden recv() may return what 3.11 accepted ------------------------------------
