@@ -31,10 +31,8 @@ _INPUT = READ | PRI
 __all__ = ["async_chat", "simple_producer", "find_prefix_at_end"]
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-
-# Largest remainder of a partly sent item that send() is given as a bytes
-# copy rather than as a memoryview (the default ac_out_buffer_size).
-_COPY_AT_MOST = 65536
+# what a send() other than the plain socket's is given as a bytes copy
+_COPIED = (bytearray, memoryview)
 
 # At most this many send() calls per initiate_send(), and recv() calls per
 # handle_read(), when each one filled its whole piece.  3.11 made one per loop
@@ -386,8 +384,8 @@ class async_chat(asyncore.dispatcher):
             limit = self.ac_out_buffer_size
             alone = len(head) >= limit or len(fifo) == 1
             data, count = (head[:limit], 1) if alone else _gather(fifo, limit)
-            if type(data) is memoryview and len(data) <= _COPY_AT_MOST and not self._takes_views():
-                data = data.tobytes()  # send() overrides expect bytes, as 3.11 gave
+            if type(data) is not bytes and isinstance(data, _COPIED) and not self._takes_views():
+                data = bytes(data)  # send() overrides expect bytes, as 3.11 gave
             try:
                 sent = self.send(data)
             except OSError:
@@ -400,9 +398,13 @@ class async_chat(asyncore.dispatcher):
         return False
 
     def _takes_views(self) -> bool:
-        """Whether ``send()`` is ours on a real socket, which takes a memoryview
-        as it is: no copy of each piece (100 MB of memcpy for a 100 MB push)."""
-        return type(self).send is _PLAIN_SEND and type(self.socket) is _SOCKET
+        """Whether ``send()`` is ours on a socket that takes a memoryview as it
+        is: no copy of each piece (100 MB of memcpy for a 100 MB push).  Any
+        other ``send()`` (an override, a stand-in socket) is given bytes."""
+        if type(self).send is not _PLAIN_SEND:
+            return False
+        kind = type(self.socket)
+        return kind is _SOCKET or getattr(kind, "zero_copy_send", False) is True
 
     def _sent(self, fifo: Deque[Any], head: Any, data: Any, count: int, sent: int) -> None:
         """Account for ``sent`` bytes of ``data`` (the ``count`` items at the head of ``fifo``)."""

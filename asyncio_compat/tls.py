@@ -46,14 +46,17 @@ import functools
 import inspect
 import socket
 import ssl
-from errno import EWOULDBLOCK
+from errno import EPIPE, EWOULDBLOCK
 from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 from pollers import READ, WRITE
 
 from . import _loop
-from ._delivery import DISCONNECTED
+from ._delivery import DISCONNECTED, call_guarded
 from ._loop import pushes_interest, reports_changes
+from ._timers import TimerHandle
+from ._validation import seconds
+from .timers import call_later
 
 __all__ = ["HANDSHAKE", "OPEN", "CLOSING", "TLSMixin", "TLSSocket"]
 
@@ -75,10 +78,22 @@ _Plan = Tuple[ssl.SSLContext, bool, Optional[str]]
 _UNWRAP = "unwrap"
 
 
+# The peer ended the TCP connection without a close_notify where one was due.
+# Python 3.9 with OpenSSL 3 reports that as SSLZeroReturnError ("TLS/SSL
+# connection has been closed (EOF)"); later versions as SSLEOFError.
+_PEER_ENDED = (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+
 def _disconnected(exc: OSError) -> bool:
     """A socket error that means the peer is gone (not an SSL error: those
     reuse small errno values for their own codes)."""
     return not isinstance(exc, ssl.SSLError) and exc.errno in DISCONNECTED
+
+
+def _check_handshake_timeout(allowed: Optional[float]) -> Optional[float]:
+    if allowed is None:
+        return None
+    return seconds(allowed, "handshake_timeout", positive=True, accepted="a number of seconds or None")
 
 
 def _would_block(what: str) -> BlockingIOError:
@@ -98,6 +113,10 @@ class TLSSocket:
     ``want`` is the READ/WRITE mask the SSL object waits for.
     ``notify`` is called whenever ``want`` changes.
     """
+
+    #: ``send()`` takes any bytes-like object (a memoryview too) without
+    #: copying it, so ``async_chat`` hands it views of queued data
+    zero_copy_send = True
 
     def __init__(self, ssl_socket: ssl.SSLSocket, want: int, notify: Callable[[], None]) -> None:
         self.ssl = ssl_socket
@@ -205,7 +224,7 @@ class TLSSocket:
                 self.read_blocked = True
                 self._set_want(self.want | WRITE)
                 return
-            except ssl.SSLEOFError:
+            except _PEER_ENDED:
                 # the peer closed TCP without close_notify: an end all the same
                 self.at_eof = True
                 return
@@ -256,7 +275,8 @@ class TLSSocket:
 
         Raises BlockingIOError when the socket cannot take the record now
         (or no session is open); the next call must start with the same
-        bytes, as every asyncore buffer does.  Raises ValueError for
+        bytes, as every asyncore buffer does.  Raises BrokenPipeError once
+        the peer has closed the TCP connection.  Raises ValueError for
         ``flags``, or when a record cut short is offered fewer bytes than
         before.
         """
@@ -275,6 +295,10 @@ class TLSSocket:
             self._unfinished = len(chunk)
             self._set_want(self.want | READ)
             raise _would_block("write") from None
+        except _PEER_ENDED:
+            # the SSL object saw the peer's TCP end: a broken pipe, which
+            # dispatcher.send() answers with handle_close(), as for a plain socket
+            raise BrokenPipeError(EPIPE, "TLS send: the peer has closed the connection") from None
         self._unfinished = 0
         self._set_want(0)
         return int(sent)
@@ -300,8 +324,9 @@ class TLSMixin:
 
     Call :meth:`wrap_ssl` to start TLS, :meth:`unwrap_ssl` to end it and go
     on in plaintext.  Hooks: :meth:`handle_handshake_done`,
-    :meth:`handle_close_notify`, :meth:`handle_unwrap_done`.  ``close()``
-    sends a close_notify first (without waiting for the answer).
+    :meth:`handle_close_notify`, :meth:`handle_unwrap_done`,
+    :meth:`handle_handshake_timeout`.  ``close()`` sends a close_notify
+    first (without waiting for the answer).
     """
 
     socket: Any
@@ -314,14 +339,23 @@ class TLSMixin:
     # a wrap_ssl() (its settings) or unwrap_ssl() (_UNWRAP) waiting for the
     # connect to finish or the queued plaintext/ciphertext to be sent
     _tls_pending: Union[_Plan, str, None] = None
+    # the wrap waits for output queued before wrap_ssl() to go out in plaintext
+    _tls_flush_first = False
     _tls_wake_queued = False  # a made-up read event is queued for buffered plaintext
     _tls_notified_close = False  # handle_close_notify() was called
+    _tls_deadline: Optional[TimerHandle] = None  # ends a handshake that takes too long
+
+    #: Seconds a handshake may take, counted from its start, before
+    #: :meth:`handle_handshake_timeout` is called; None turns the limit off.
+    #: Read by :meth:`wrap_ssl`.
+    handshake_timeout: Optional[float] = 60.0
 
     if TYPE_CHECKING:  # provided by the dispatcher class that follows in the bases
 
         def interest_changed(self) -> None: ...
         def handle_read(self) -> None: ...
         def handle_close(self) -> None: ...
+        def handle_error(self) -> None: ...
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -357,21 +391,30 @@ class TLSMixin:
 
         The handshake runs from the loop; :meth:`handle_handshake_done` is
         called when it completes, and plaintext I/O waits until then.  A
-        client that is not connected yet starts once it is; a channel whose
-        queued output (see :meth:`tls_output_pending`) is not all sent waits
-        until it is, so a STARTTLS reply goes out in plaintext.  A client
+        client that is not connected yet starts once it is (before
+        ``handle_connect`` is called).  A channel with output queued at the
+        time of the call (see :meth:`tls_output_pending`) waits until that
+        is all sent, so a STARTTLS reply goes out in plaintext; without
+        such output, everything queued after the call waits for the session.  A client
         normally passes ``server_hostname``, the name the certificate must
         match.
 
-        Raises TypeError when ``context`` is not an SSLContext; ValueError
-        when there is no socket, the socket listens, TLS is already on (or
-        pending), or the context checks hostnames and ``server_hostname`` is
-        missing.
+        The handshake must complete within :attr:`handshake_timeout` seconds
+        of its start (60 by default), else :meth:`handle_handshake_timeout`
+        is called.
+
+        Raises TypeError when ``context`` is not an SSLContext or
+        ``handshake_timeout`` is not a number or None; ValueError when there
+        is no socket, the socket listens, TLS is already on (or pending), the
+        context checks hostnames and ``server_hostname`` is missing, or
+        ``handshake_timeout`` is not positive and finite.
         """
         if not isinstance(context, ssl.SSLContext):
             raise TypeError(f"wrap_ssl() needs an ssl.SSLContext, not {type(context).__name__}")
+        _check_handshake_timeout(self.handshake_timeout)
         self._check_can_wrap(context, server_side, server_hostname)
         self._tls_pending = (context, server_side, server_hostname)
+        self._tls_flush_first = self.tls_output_pending()
         self._tls_notified_close = False
         self._tls_start_pending()
         self.interest_changed()
@@ -417,6 +460,15 @@ class TLSMixin:
     def handle_unwrap_done(self) -> None:
         """Called when :meth:`unwrap_ssl` has finished; the socket is plain
         again.  The default does nothing."""
+
+    def handle_handshake_timeout(self) -> None:
+        """Called when the handshake has not completed :attr:`handshake_timeout`
+        seconds after it started, however many bytes the peer sent meanwhile.
+
+        The default calls ``handle_close()``.  An exception raised here goes
+        to ``handle_error``.
+        """
+        self.handle_close()
 
     # -- the dispatcher's methods, TLS-aware ----------------------------------------
 
@@ -486,6 +538,13 @@ class TLSMixin:
         self._tls_start_pending()
 
     def handle_connect_event(self) -> None:
+        plan = self._tls_pending
+        if isinstance(plan, tuple) and not self._tls_flush_first and self._fileno is not None:
+            # TLS before handle_connect() runs: what it (or anyone since
+            # wrap_ssl) queues waits for the session instead of going out in
+            # plaintext.  A failed connect still raises below.
+            self._tls_pending = None
+            self._tls_wrap(*plan)
         super().handle_connect_event()  # type: ignore[misc]
         self._tls_start_pending()
 
@@ -493,6 +552,7 @@ class TLSMixin:
         """Send a close_notify if a TLS session is open, then close."""
         tls = self.tls
         self._tls_pending = None
+        self._tls_cancel_deadline()
         if tls is not None and tls.phase == OPEN:
             tls.send_close_notify()
         super().close()  # type: ignore[misc]
@@ -515,7 +575,9 @@ class TLSMixin:
     def _tls_start_pending(self) -> None:
         """Carry out a wrap_ssl()/unwrap_ssl() once nothing holds it back."""
         plan = self._tls_pending
-        if plan is None or self._fileno is None or not self.connected or self.tls_output_pending():
+        if plan is None or self._fileno is None or not self.connected:
+            return
+        if (plan == _UNWRAP or self._tls_flush_first) and self.tls_output_pending():
             return
         self._tls_pending = None
         tls = self.tls
@@ -538,16 +600,36 @@ class TLSMixin:
         )
         # the server waits for the ClientHello; the client sends it when writable
         self.socket = TLSSocket(wrapped, READ if server_side else WRITE, self.interest_changed)
+        self._tls_arm_deadline()
+
+    def _tls_arm_deadline(self) -> None:
+        allowed = _check_handshake_timeout(self.handshake_timeout)
+        if allowed is not None:
+            self._tls_deadline = call_later(allowed, self._tls_deadline_passed, map=self._map)
+
+    def _tls_cancel_deadline(self) -> None:
+        if self._tls_deadline is not None:
+            self._tls_deadline.cancel()
+            self._tls_deadline = None
+
+    def _tls_deadline_passed(self) -> None:
+        self._tls_deadline = None
+        tls = self.tls
+        if tls is not None and tls.phase == HANDSHAKE and self._fileno is not None:
+            call_guarded(self, "handle_handshake_timeout")
 
     def _tls_advance(self, tls: TLSSocket) -> None:
         """One step of a handshake or closing exchange, and its hook when done.
 
-        A peer that disconnects meanwhile gets ``handle_close``, as a
-        disconnection seen by ``recv()`` does; SSL errors propagate (the
-        loop gives them to ``handle_error``).
+        A peer that disconnects meanwhile (a reset, or the TCP connection
+        ending without a close_notify: ``SSLEOFError``) gets
+        ``handle_close``, as a disconnection seen by ``recv()`` does; other
+        SSL errors propagate (the loop gives them to ``handle_error``).
         """
         try:
             self._tls_step(tls)
+        except _PEER_ENDED:
+            self.handle_close()
         except OSError as exc:
             if not _disconnected(exc):
                 raise
@@ -556,6 +638,7 @@ class TLSMixin:
     def _tls_step(self, tls: TLSSocket) -> None:
         if tls.phase == HANDSHAKE:
             if tls.handshake():
+                self._tls_cancel_deadline()
                 self.handle_handshake_done()
                 if self.socket is tls and tls.phase == OPEN and self._fileno is not None:
                     self._tls_deliver(tls)  # data may have come with the last flight
