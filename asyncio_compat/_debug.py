@@ -83,19 +83,47 @@ def warn_unclosed(obj: object, where: str = "") -> None:
     warnings.warn(f"unclosed dispatcher {describe(obj)}{where}", ResourceWarning, stacklevel=2, source=obj)
 
 
+def _no_maps() -> Iterable[Mapping[int, object]]:
+    return ()
+
+
+# the socket maps to look in (see report_unclosed_at_exit)
+_socket_maps: Callable[[], Iterable[Mapping[int, object]]] = _no_maps
+
+
+def _handed_over(obj: object, sock: object) -> bool:
+    """True if another channel in a socket map now serves ``sock``."""
+    try:
+        fd = int(sock.fileno())  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        return False
+    for socket_map in _socket_maps():
+        holder = socket_map.get(fd)
+        if holder is not None and holder is not obj and getattr(holder, "socket", None) is sock:
+            return True
+    return False
+
+
 def collected(obj: object) -> None:
     """Called as a dispatcher is garbage-collected: warn if its socket is open.
 
-    The socket is left alone (it may have been handed to other code); it
-    gives its own ResourceWarning if nothing else holds it.
+    No warning when another channel in a socket map now serves the same
+    socket object (it was handed over).  The socket is left alone (it may
+    have been handed to other code); it gives its own ResourceWarning if
+    nothing else holds it.
     """
-    if id(obj) not in _reported_unclosed and socket_is_open(getattr(obj, "socket", None)):
+    sock = getattr(obj, "socket", None)
+    if id(obj) not in _reported_unclosed and socket_is_open(sock) and not _handed_over(obj, sock):
         warn_unclosed(obj)
 
 
 def report_unclosed_at_exit(socket_maps: Callable[[], Iterable[Mapping[int, object]]]) -> None:
     """Register a check, run at interpreter exit while debug mode is on, for
-    channels with open sockets still in the maps ``socket_maps()`` names."""
+    channels with open sockets still in the maps ``socket_maps()`` names.
+
+    :func:`collected` looks in the same maps for a socket handed over."""
+    global _socket_maps
+    _socket_maps = socket_maps
 
     def check() -> None:
         if not enabled:
