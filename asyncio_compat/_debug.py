@@ -13,7 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import warnings
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional
 
 from ._validation import seconds
 
@@ -91,29 +91,33 @@ def _no_maps() -> Iterable[Mapping[int, object]]:
 _socket_maps: Callable[[], Iterable[Mapping[int, object]]] = _no_maps
 
 
-def _handed_over(obj: object, sock: object) -> bool:
-    """True if another channel in a socket map now serves ``sock``."""
+def _handed_over(obj: object, sock: object, home: Optional[Mapping[int, object]]) -> bool:
+    """True if another channel in ``home`` or a served socket map now serves ``sock``."""
     try:
         fd = int(sock.fileno())  # type: ignore[attr-defined]
     except (OSError, ValueError, AttributeError):
         return False
-    for socket_map in _socket_maps():
+    maps = list(_socket_maps())
+    if home is not None:
+        maps.append(home)
+    for socket_map in maps:
         holder = socket_map.get(fd)
         if holder is not None and holder is not obj and getattr(holder, "socket", None) is sock:
             return True
     return False
 
 
-def collected(obj: object) -> None:
+def collected(obj: object, home: Optional[Mapping[int, object]] = None) -> None:
     """Called as a dispatcher is garbage-collected: warn if its socket is open.
 
-    No warning when another channel in a socket map now serves the same
-    socket object (it was handed over).  The socket is left alone (it may
+    No warning when another channel now serves the same socket object (it
+    was handed over) in ``home`` (the dispatcher's map) or in a map that has
+    a loop.  The socket is left alone (it may
     have been handed to other code); it gives its own ResourceWarning if
     nothing else holds it.
     """
     sock = getattr(obj, "socket", None)
-    if id(obj) not in _reported_unclosed and socket_is_open(sock) and not _handed_over(obj, sock):
+    if id(obj) not in _reported_unclosed and socket_is_open(sock) and not _handed_over(obj, sock, home):
         warn_unclosed(obj)
 
 

@@ -258,7 +258,7 @@ class dispatcher:
         # per dispatcher freed (never on the delivery path).  getattr: at
         # interpreter shutdown the module's globals may already be cleared.
         if getattr(_debug, "enabled", False):
-            _debug.collected(self)
+            _debug.collected(self, self._map)
 
     def __repr__(self) -> str:
         cls = type(self)
