@@ -42,7 +42,9 @@ def seconds(
     return result
 
 
-def wait_timeout(value: object, name: str = "timeout", *, negative_means_none: bool = False) -> Optional[float]:
+def wait_timeout(
+    value: object, name: str = "timeout", *, negative_means_none: bool = False
+) -> Optional[float]:
     """``value`` as the longest wait of a loop pass: None (no limit) or seconds >= 0.
 
     None stays None.  A negative value raises ValueError, or with

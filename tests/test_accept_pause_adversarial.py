@@ -95,7 +95,9 @@ def test_a_paused_listener_with_a_waiting_connection_does_not_spin(
     assert time.monotonic() - started >= 0.3 - 0.01
 
 
-def test_a_pause_ends_under_the_asyncio_bridge(default_poller: str, socket_map: Any, sockets: Sockets) -> None:
+def test_a_pause_ends_under_the_asyncio_bridge(
+    default_poller: str, socket_map: Any, sockets: Sockets
+) -> None:
     listener = Listener(socket_map, sockets)
     listener.pause_accepting(0.1)
     connect(listener, sockets)
@@ -114,7 +116,9 @@ def test_a_pause_ends_under_the_asyncio_bridge(default_poller: str, socket_map: 
     assert len(listener.accepted) == 1  # the pause ended under asyncio
 
 
-def test_a_new_pause_replaces_the_one_in_progress(default_poller: str, socket_map: Any, sockets: Sockets) -> None:
+def test_a_new_pause_replaces_the_one_in_progress(
+    default_poller: str, socket_map: Any, sockets: Sockets
+) -> None:
     listener = Listener(socket_map, sockets)
     listener.pause_accepting(3600)
     listener.pause_accepting(0.05)
@@ -138,7 +142,9 @@ def test_a_pause_from_a_timer_and_a_close_from_the_next_one(
     assert not listener.accept_paused
 
 
-def test_pausing_over_and_over_keeps_memory_flat(default_poller: str, socket_map: Any, sockets: Sockets) -> None:
+def test_pausing_over_and_over_keeps_memory_flat(
+    default_poller: str, socket_map: Any, sockets: Sockets
+) -> None:
     listener = Listener(socket_map, sockets)
     ahead = call_later(100, lambda: None, map=socket_map)  # a timer due sooner than the pauses
     for _ in range(1_000):

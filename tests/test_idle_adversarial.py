@@ -80,7 +80,7 @@ def test_a_busy_connection_never_touches_the_timer_heap_per_event(
         return real_call_later(delay, *args, **kwargs)
 
     monkeypatch.setattr(asyncio_compat.idle, "call_later", counting)
-    for n in range(200):
+    for _ in range(200):
         peer.send(b"x")
         asyncore.loop(timeout=5, map=socket_map, count=1, poller=default_poller)
     assert channel.received == b"x" * 200
