@@ -114,6 +114,27 @@ def test_poll_with_timers_only_still_serves_the_channels_in_that_pass(
     assert order == ["timer after b'data'"]  # I/O first, then the due timers, as loop() does
 
 
+@pytest.mark.parametrize("driver", ["poll", "poll2"])
+def test_exitnow_from_a_timer_leaves_poll_and_keeps_the_rest(
+    driver: str, default_poller: str, socket_map: Any, quiet: Tuple[Quiet, socket.socket]
+) -> None:
+    ran: List[str] = []
+
+    def leave() -> None:
+        ran.append("leave")
+        raise asyncore.ExitNow("stop")
+
+    now = time.monotonic()
+    call_at(now - 1, leave, map=socket_map)
+    call_at(now - 0.5, ran.append, "after", map=socket_map)
+    with pytest.raises(asyncore.ExitNow):
+        drive(driver, socket_map, 5.0, default_poller)
+    assert ran == ["leave"]
+    assert loop_stats(socket_map).timers == 1  # still pending, for the next pass
+    drive(driver, socket_map, 5.0, default_poller)
+    assert ran == ["leave", "after"]
+
+
 # -- re-entrancy from callbacks ------------------------------------------------------------------
 
 
