@@ -102,11 +102,6 @@ class TimerQueue:
     def __len__(self) -> int:
         return self.live
 
-    @property
-    def entries(self) -> int:
-        """How many entries the heap holds, cancelled ones not yet dropped included."""
-        return len(self._heap)
-
     def cancelled_one(self, background: bool) -> None:
         """Count a handle of this queue that was just cancelled (see TimerHandle.cancel)."""
         self.live -= 1
