@@ -49,6 +49,8 @@ def test_a_detached_server_is_not_reported_as_unclosed(
     leave: str, socket_map: Any, debug_on: None
 ) -> None:
     server = socketserver.TCPServer(("127.0.0.1", 0), Nothing)
+    mine, peer = socket.socketpair()
+    bystander = asyncore.dispatcher(mine, map=socket_map)  # keeps the loop going
     try:
 
         def attach_and_leave() -> None:
@@ -58,12 +60,15 @@ def test_a_detached_server_is_not_reported_as_unclosed(
                 server.detach()
             else:
                 asyncore.close_all(map=socket_map)
+            asyncore.loop(timeout=0, map=socket_map, count=1)  # the loop lets go of it
 
         assert unclosed_warnings(attach_and_leave) == []
         assert server.socket.fileno() >= 0  # the server still owns it, open
         assert not server.attached
     finally:
         server.server_close()
+        bystander.close()
+        peer.close()
 
 
 def test_a_socket_handed_to_another_channel_is_not_reported(socket_map: Any, debug_on: None) -> None:
