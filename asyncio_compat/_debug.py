@@ -112,9 +112,8 @@ def collected(obj: object, home: Optional[Mapping[int, object]] = None) -> None:
 
     No warning when another channel now serves the same socket object (it
     was handed over) in ``home`` (the dispatcher's map) or in a map that has
-    a loop.  The socket is left alone (it may
-    have been handed to other code); it gives its own ResourceWarning if
-    nothing else holds it.
+    a loop.  The socket is left alone (it may have been handed to other
+    code); it gives its own ResourceWarning if nothing else holds it.
     """
     sock = getattr(obj, "socket", None)
     if id(obj) not in _reported_unclosed and socket_is_open(sock) and not _handed_over(obj, sock, home):
