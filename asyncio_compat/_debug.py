@@ -13,7 +13,7 @@ from __future__ import annotations
 import atexit
 import os
 import warnings
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional
 
 from ._validation import seconds
 
@@ -83,19 +83,50 @@ def warn_unclosed(obj: object, where: str = "") -> None:
     warnings.warn(f"unclosed dispatcher {describe(obj)}{where}", ResourceWarning, stacklevel=2, source=obj)
 
 
-def collected(obj: object) -> None:
+def _no_maps() -> Iterable[Mapping[int, object]]:
+    return ()
+
+
+# the socket maps to look in (see report_unclosed_at_exit)
+_socket_maps: Callable[[], Iterable[Mapping[int, object]]] = _no_maps
+
+
+def _handed_over(obj: object, sock: object, home: Optional[Mapping[int, object]]) -> bool:
+    """True if another channel in ``home`` or a served socket map now serves ``sock``."""
+    try:
+        fd = int(sock.fileno())  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        return False
+    maps = list(_socket_maps())
+    if home is not None:
+        maps.append(home)
+    for socket_map in maps:
+        holder = socket_map.get(fd)
+        if holder is not None and holder is not obj and getattr(holder, "socket", None) is sock:
+            return True
+    return False
+
+
+def collected(obj: object, home: Optional[Mapping[int, object]] = None) -> None:
     """Called as a dispatcher is garbage-collected: warn if its socket is open.
 
-    The socket is left alone (it may have been handed to other code); it
-    gives its own ResourceWarning if nothing else holds it.
+    No warning when another channel now serves the same socket object (it
+    was handed over) in ``home`` (the dispatcher's map) or in a map that has
+    a loop.  The socket is left alone (it may have been handed to other
+    code); it gives its own ResourceWarning if nothing else holds it.
     """
-    if id(obj) not in _reported_unclosed and socket_is_open(getattr(obj, "socket", None)):
+    sock = getattr(obj, "socket", None)
+    if id(obj) not in _reported_unclosed and socket_is_open(sock) and not _handed_over(obj, sock, home):
         warn_unclosed(obj)
 
 
 def report_unclosed_at_exit(socket_maps: Callable[[], Iterable[Mapping[int, object]]]) -> None:
     """Register a check, run at interpreter exit while debug mode is on, for
-    channels with open sockets still in the maps ``socket_maps()`` names."""
+    channels with open sockets still in the maps ``socket_maps()`` names.
+
+    :func:`collected` looks in the same maps for a socket handed over."""
+    global _socket_maps
+    _socket_maps = socket_maps
 
     def check() -> None:
         if not enabled:

@@ -755,11 +755,19 @@ def forget(socket_map: ChannelMap) -> None:
 
 
 def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
-    """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2())."""
+    """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2()).
+
+    The map's timers (an accept pause among them) are served by this pass
+    too: its wait ends at their earliest deadline and the due ones run.
+    """
     state = MapLoop(_Untracked(socket_map), poller_cls)
+    owner = _LOOPS.get(id(socket_map))
+    if owner is not None:
+        state.timers = owner.timers  # lent for this pass
     try:
         state.run_pass(timeout, poll_semantics=poller_cls.name != "select")
     finally:
+        state.timers = _timers.TimerQueue()  # close() clears its queue: not the owner's
         state.close()
 
 

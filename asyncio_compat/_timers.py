@@ -2,7 +2,11 @@
 
 The queue is a heap of ``(when, sequence, handle)``: ties fire in scheduling
 order.  A cancelled handle stays in the heap (marked) and is skipped when it
-comes up, so cancel() is O(1), even from inside a callback.
+comes up, so cancel() is O(1), even from inside a callback.  Once cancelled
+entries outnumber the live ones (and there are more than a few), the heap is
+rebuilt without them: memory stays proportional to the live timers however
+often a long timer is cancelled and made again (an idle timeout restarted per
+message), and the rebuilds cost O(1) per cancel on average.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ Runner = Callable[[Callable[..., Any], Tuple[Any, ...]], None]
 # A wait that ends this close to a deadline counts as having reached it: the
 # kernel may round a timeout to its own clock ticks (asyncio does the same).
 _CLOCK_SLACK = max(time.get_clock_info("monotonic").resolution, 1e-6)
+
+
+# a heap this short is never rebuilt: skipping its cancelled entries costs less
+_COMPACT_ABOVE = 64
 
 
 class TimerHandle:
@@ -60,9 +68,7 @@ class TimerHandle:
         """
         if not self.cancelled:
             self.cancelled = True
-            self._queue.live -= 1
-            if self.background:
-                self._queue._background -= 1
+            self._queue.cancelled_one(self.background)
 
     def __repr__(self) -> str:
         state = " cancelled" if self.cancelled else ""
@@ -95,6 +101,17 @@ class TimerQueue:
 
     def __len__(self) -> int:
         return self.live
+
+    def cancelled_one(self, background: bool) -> None:
+        """Count a handle of this queue that was just cancelled (see TimerHandle.cancel)."""
+        self.live -= 1
+        if background:
+            self._background -= 1
+        heap = self._heap
+        if len(heap) > _COMPACT_ABOVE and len(heap) > 2 * self.live:
+            # in place: run_due may be iterating over this very list object
+            heap[:] = [entry for entry in heap if not entry[2].cancelled]
+            heapq.heapify(heap)
 
     def schedule(
         self,

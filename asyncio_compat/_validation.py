@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 
 def finite_number(value: object, name: str, accepted: str = "a number of seconds") -> float:
@@ -39,3 +40,21 @@ def seconds(
     if result < 0:
         raise ValueError(f"{name} must not be negative, got {result!r}")
     return result
+
+
+def wait_timeout(
+    value: object, name: str = "timeout", *, negative_means_none: bool = False
+) -> Optional[float]:
+    """``value`` as the longest wait of a loop pass: None (no limit) or seconds >= 0.
+
+    None stays None.  A negative value raises ValueError, or with
+    ``negative_means_none`` gives None (3.11's ``poll2()`` waited without
+    limit for one).  Otherwise raises as :func:`seconds`: TypeError for a
+    non-number or a bool, ValueError for NaN or an infinity.
+    """
+    if value is None:
+        return None
+    accepted = "a number of seconds or None"
+    if negative_means_none and finite_number(value, name, accepted) < 0:
+        return None
+    return seconds(value, name, accepted=accepted)

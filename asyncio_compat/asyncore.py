@@ -45,7 +45,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
 import pollers
 from pollers import PRI, READ, WRITE
 
-from . import _debug, _loop
+from . import _debug, _loop, _validation
 from ._delivery import DISCONNECTED, RERAISED, call_guarded, deliver_poll
 from ._errors import ExitNow
 from ._loop import SocketMap, pushes_interest, register_fast_interest
@@ -54,6 +54,7 @@ from ._loop import SocketMap, pushes_interest, register_fast_interest
 _DISCONNECTED = DISCONNECTED
 _reraised_exceptions = RERAISED
 
+_FOREVER = float("inf")
 _INPUT = READ | PRI  # what readable() asks for
 _ALL = READ | PRI | WRITE
 
@@ -118,25 +119,34 @@ def readwrite(obj: Any, flags: int) -> None:
     deliver_poll(obj, flags)
 
 
-def poll(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
-    """One pass with select(), asking every channel, as 3.11's ``poll()`` did."""
-    _loop.run_once(_default_map(map), pollers.get("select"), timeout)
+def poll(timeout: Optional[float] = 0.0, map: Optional[SocketMapType] = None) -> None:
+    """One pass with select(), asking every channel, as 3.11's ``poll()`` did.
+
+    The map's due timers run at the end of the pass (an accept pause ends
+    there too), and the wait ends at the earliest timer's deadline.
+    ``timeout`` is checked as by :func:`loop` without ``use_poll``.
+    """
+    wait = _validation.wait_timeout(timeout)
+    _loop.run_once(_default_map(map), pollers.get("select"), wait)
 
 
-def poll2(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
+def poll2(timeout: Optional[float] = 0.0, map: Optional[SocketMapType] = None) -> None:
     """One pass with poll(), asking every channel, as 3.11's ``poll2()`` did.
 
-    Falls back to select() where the platform has no poll().
+    Falls back to select() where the platform has no poll().  Timers run as
+    in :func:`poll`; ``timeout`` is checked as by :func:`loop` with
+    ``use_poll=True`` (a negative one waits without limit).
     """
+    wait = _validation.wait_timeout(timeout, negative_means_none=True)
     name = "poll" if "poll" in pollers.available() else "select"
-    _loop.run_once(_default_map(map), pollers.get(name), timeout)
+    _loop.run_once(_default_map(map), pollers.get(name), wait)
 
 
 poll3 = poll2
 
 
 def loop(
-    timeout: float = 30.0,
+    timeout: Optional[float] = 30.0,
     use_poll: bool = False,
     map: Optional[SocketMapType] = None,
     count: Optional[int] = None,
@@ -159,8 +169,18 @@ def loop(
     default backend is select (and no ``poller`` is given), ``use_poll=True``
     runs the loop on poll instead, as 3.11 did.
 
-    Raises pollers.UnknownPollerError for an unknown poller name.
+    ``timeout`` is a number of seconds, or None to wait without limit for
+    each pass.  A negative one raises ValueError, as 3.11's select() did;
+    with ``use_poll=True`` it waits without limit instead, as 3.11's
+    ``poll2()`` did.
+
+    Raises pollers.UnknownPollerError for an unknown poller name, TypeError
+    for a ``timeout`` that is not a number (a bool included), ValueError for
+    a NaN or infinite one.
     """
+    kind = type(timeout)
+    if not ((kind is float or kind is int) and 0 <= timeout < _FOREVER):  # type: ignore[operator]
+        timeout = _validation.wait_timeout(timeout, negative_means_none=bool(use_poll))
     # _default_map(map), inline: saves a call, 550 instructions per loop()
     socket_map_ = socket_map if map is None else map
     state = _loop.existing_loop(socket_map_) if poller is None else None
@@ -246,7 +266,7 @@ class dispatcher:
         # per dispatcher freed (never on the delivery path).  getattr: at
         # interpreter shutdown the module's globals may already be cleared.
         if getattr(_debug, "enabled", False):
-            _debug.collected(self)
+            _debug.collected(self, self._map)
 
     def __repr__(self) -> str:
         cls = type(self)
@@ -410,11 +430,12 @@ class dispatcher:
         While paused the loop does not watch this fd at all (a level-triggered
         poller would otherwise report the waiting connection on every pass).
         A new call replaces a pause in progress; ``close()`` ends it.  Uses
-        the timers of the channel's map.  Raises ValueError for a negative
-        or non-finite ``seconds``.
+        the timers of the channel's map, so the pause ends whatever serves
+        the map: ``loop()``, ``poll()``/``poll2()``, the asyncio bridge or
+        Tk.  Raises TypeError for a ``seconds`` that is not a number (a bool
+        included), ValueError for a negative, NaN or infinite one.
         """
-        if not 0 <= seconds < float("inf"):
-            raise ValueError(f"pause must be a finite number of seconds >= 0, got {seconds!r}")
+        seconds = _validation.seconds(seconds, "seconds")
         self._end_accept_pause()
         self.accept_paused = True
         self.interest_changed()

@@ -595,7 +595,7 @@ class Listener(asyncore.dispatcher):
 def test_pause_accepting_rejects_bad_durations(socket_map: Map) -> None:
     listener = Listener(socket_map)
     for bad in (-1.0, float("inf"), float("nan")):
-        with pytest.raises(ValueError, match="finite number of seconds"):
+        with pytest.raises(ValueError, match="seconds must"):
             listener.pause_accepting(bad)
 
 

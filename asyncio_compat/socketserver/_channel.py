@@ -129,7 +129,10 @@ class ServerChannel(dispatcher):
     def detach(self) -> None:
         """Leave the map and stop the periodic ``service_actions()``.
 
-        The server's socket stays open.  Calling it again does nothing.
+        The server's socket stays open, and the channel lets go of it
+        (``socket`` becomes None): debug mode then does not take the
+        collected channel for one that leaked it.  Calling it again does
+        nothing.
         """
         if self._fileno is None:
             return
@@ -138,6 +141,7 @@ class ServerChannel(dispatcher):
             self._service_timer.cancel()
             self._service_timer = None
         self.del_channel()
+        self.socket = None
         if self._on_detach is not None:
             self._on_detach()
             self._on_detach = None
