@@ -468,10 +468,6 @@ SWEEP_BUGS = (
     "(dictionary changed size during iteration); item 12 (epoll), a closed channel's fd number "
     "taken by a regular file makes loop() raise PermissionError (EPERM from epoll_ctl)"
 )
-TIMER_HEAP_BUG = (
-    "known bug (issue 18 item 5, timer heap growth): a cancelled timer stays in the heap "
-    "until its deadline while a live one is ahead of it"
-)
 
 
 def test_chaos_loop_never_raises(
@@ -511,7 +507,6 @@ def test_chaos_well_behaved_connections_lose_no_byte(
     assert took < 12, f"the run took {took:.1f} s {again}"
 
 
-@pytest.mark.xfail(strict=False, reason=TIMER_HEAP_BUG)
 def test_chaos_memory_stays_bounded(poller_name: str, socket_map: SocketMap, seed: int) -> None:
     _, held, _ = chaos_run(poller_name, socket_map, seed)
     assert held < MEMORY_BOUND, f"the run held {held} bytes at its end {replay(seed, poller_name)}"
