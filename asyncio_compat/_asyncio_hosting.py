@@ -95,6 +95,14 @@ class _StepChannel(asyncore.dispatcher):
         # the selector's fd went away behind our back (NVAL): stop hosting
         self.host._unhost()
 
+    def close(self) -> None:
+        """Leave the map, and make the host leave it too (``asyncore.close_all()`` calls this).
+
+        The fd is the selector's: the event loop closes it itself.
+        """
+        self.del_channel()
+        self.host._unhost()
+
 
 
 
@@ -235,7 +243,7 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
             self._wake = None
         channel, self._channel = self._channel, None
         if channel is not None:
-            channel.close()  # no socket: only leaves the map
+            channel.del_channel()
         if HOSTED.get(id(self.socket_map)) is self:
             del HOSTED[id(self.socket_map)]
         if not self.socket_map:
@@ -258,7 +266,7 @@ def _check_can_host(socket_map: Any) -> None:
     existing = _host_of(socket_map)
     if existing is not None:
         raise RuntimeError(f"this socket map already hosts {existing!r}; use hosted_event_loop(map)")
-    state = _loop.existing_loop(socket_map)
+    state = _loop.release_abandoned(socket_map)
     if state is not None and isinstance(state.poller, AsyncioPoller):
         raise RuntimeError("this socket map is served by an asyncio bridge: it cannot host an asyncio loop")
 
@@ -310,7 +318,7 @@ def run_coroutine(coro: Awaitable[T], map: Any = None) -> T:
         finally:
             if not task.done():
                 task.cancel()
-                _serve_until(task, host)
+                _settle(task, host)
         return task.result()
     finally:
         if owned:
@@ -334,6 +342,15 @@ def _serve_until(future: asyncio.Future[Any], host: HostedEventLoop) -> None:
         if not host.hosted:
             raise RuntimeError("the asyncio loop left the socket map before the coroutine finished")
         _loop.loop_for(host.socket_map).run_pass(None)
+
+
+def _settle(task: asyncio.Future[Any], host: HostedEventLoop) -> None:
+    """Let a cancelled task finish: through the map's passes while the loop
+    is hosted, else (it left the map) on the event loop alone."""
+    if host.hosted:
+        _serve_until(task, host)
+    elif not host.is_closed():
+        host.run_until_complete(asyncio.wait([task]))
 
 
 def _shut_down(host: HostedEventLoop) -> None:

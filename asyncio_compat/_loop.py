@@ -247,6 +247,8 @@ class MapLoop:
         # foreign event loops serving this map (asyncio bridge, Tk): while
         # any is, forget() keeps this MapLoop and loop_for() will not replace it
         self.pins = 0
+        # set by a foreign driver whose poller cannot wait (see hold())
+        self.holder: Optional[Callable[[], Optional[str]]] = None
         # always counted (one add per pass, one per batch): see stats()
         self.passes = 0
         self.events = 0
@@ -282,6 +284,16 @@ class MapLoop:
     def pinned(self) -> bool:
         """True while some foreign event loop serves this map."""
         return self.pins > 0
+
+    def hold(self, holder: Optional[Callable[[], Optional[str]]]) -> None:
+        """Let ``holder`` decide whether ``loop()``, ``poll()`` and ``poll2()`` may run on this map.
+
+        For a foreign driver whose poller cannot wait (the asyncio bridge):
+        :func:`claim` calls ``holder()``, which returns why the map cannot
+        be served by them (RuntimeError's message), or lets the map go
+        (its event loop is gone) and returns None.  None removes the holder.
+        """
+        self.holder = holder
 
     def inject(self, fd: int, flags: int) -> None:
         """Deliver ``flags`` for ``fd`` on the next pass, which then does not wait.
@@ -691,6 +703,27 @@ def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) 
     return new
 
 
+def release_abandoned(socket_map: ChannelMap) -> Optional[MapLoop]:
+    """The MapLoop serving ``socket_map`` (or None), once a holder whose
+    event loop is gone has let the map go (see :meth:`MapLoop.hold`)."""
+    state = _LOOPS.get(id(socket_map))
+    if state is not None and state.holder is not None and state.holder() is None:
+        state = _LOOPS.get(id(socket_map))
+    return state
+
+
+def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
+    """:func:`release_abandoned` for a pass of ``loop()``, ``poll()`` or ``poll2()``.
+
+    Raises RuntimeError, with the holder's reason, while a foreign driver
+    holds the map (see :meth:`MapLoop.hold`).
+    """
+    state = release_abandoned(socket_map)
+    if state is not None and state.holder is not None:
+        raise RuntimeError(state.holder())
+    return state
+
+
 def channel_moved(socket_map: ChannelMap) -> None:
     """Tell the loop of ``socket_map`` that a channel joined or left it.
 
@@ -755,7 +788,11 @@ def forget(socket_map: ChannelMap) -> None:
 
 
 def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
-    """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2())."""
+    """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2()).
+
+    Raises RuntimeError while a foreign driver holds the map (see :func:`claim`).
+    """
+    claim(socket_map)
     state = MapLoop(_Untracked(socket_map), poller_cls)
     try:
         state.run_pass(timeout, poll_semantics=poller_cls.name != "select")

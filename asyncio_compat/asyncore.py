@@ -111,14 +111,18 @@ def readwrite(obj: Any, flags: int) -> None:
 
 
 def poll(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
-    """One pass with select(), asking every channel, as 3.11's ``poll()`` did."""
+    """One pass with select(), asking every channel, as 3.11's ``poll()`` did.
+
+    Raises RuntimeError while an asyncio bridge serves the map.
+    """
     _loop.run_once(_default_map(map), pollers.get("select"), timeout)
 
 
 def poll2(timeout: float = 0.0, map: Optional[SocketMapType] = None) -> None:
     """One pass with poll(), asking every channel, as 3.11's ``poll2()`` did.
 
-    Falls back to select() where the platform has no poll().
+    Falls back to select() where the platform has no poll().  Raises
+    RuntimeError while an asyncio bridge serves the map.
     """
     name = "poll" if "poll" in pollers.available() else "select"
     _loop.run_once(_default_map(map), pollers.get(name), timeout)
@@ -151,12 +155,14 @@ def loop(
     default backend is select (and no ``poller`` is given), ``use_poll=True``
     runs the loop on poll instead, as 3.11 did.
 
-    Raises pollers.UnknownPollerError for an unknown poller name.
+    Raises pollers.UnknownPollerError for an unknown poller name, and
+    RuntimeError while an asyncio bridge serves the map (see
+    :func:`asyncio_compat.asyncio_bridge.attach`).
     """
     # _default_map(map), inline: saves a call, 550 instructions per loop()
     socket_map_ = socket_map if map is None else map
-    state = _loop.existing_loop(socket_map_) if poller is None else None
-    if state is None:
+    state = _loop.claim(socket_map_)  # raises while a foreign driver holds the map
+    if state is None or poller is not None:
         state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
     try:
         # state.pending(), inline: a call fewer per pass while the map has channels
