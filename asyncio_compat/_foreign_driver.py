@@ -149,10 +149,7 @@ class ForeignDriver:
             self._stop_timer()
             if deadline is not None:
                 delay = max(0.0, deadline - time.monotonic())
-                cancel = self._call_later(delay, self._timer_due)
-                if not self.attached:
-                    return  # the subclass let the map go instead (its event loop is gone)
-                self._cancel_timer = cancel
+                self._cancel_timer = self._call_later(delay, self._timer_due)
                 self._timer_deadline = deadline
         self._reschedule_tick()
 
