@@ -119,7 +119,9 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
 
     Tasks are created as usual (``create_task``,
     ``asyncio.run_coroutine_threadsafe`` from other threads).  The loop
-    cannot step while another asyncio loop runs in the same thread.
+    cannot step while another asyncio loop runs in the same thread, so
+    there ``asyncore.loop()``, ``poll()`` and ``poll2()`` on the map raise
+    RuntimeError (serve the map from that loop with ``attach()`` instead).
 
     Raises ValueError for a ``selector`` without an fd of its own, and
     RuntimeError when ``map`` already hosts an event loop or is served by an
@@ -149,7 +151,24 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
         self._wake: Optional[TimerHandle] = None  # our timer for asyncio's next due work
         self._channel: Optional[_StepChannel] = _StepChannel(self, fd, socket_map)
         HOSTED[id(socket_map)] = self
+        # the map's loop state, made now so that loop() and poll() ask us
+        # from the first pass on (later ones: _hold_hosting_map)
+        _loop.loop_for(socket_map).hold(self._refuse_inside_another_loop)
         self._in_run = False
+
+    def _refuse_inside_another_loop(self) -> Optional[str]:
+        """Why ``loop()``/``poll()`` may not run on the map now (see MapLoop.hold), or None."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        if running is self:
+            return None  # a nested loop() from one of our own callbacks
+        return (
+            f"this socket map hosts {self!r}, which cannot step while another asyncio loop "
+            f"({running!r}) runs in this thread: serve the map from that loop with "
+            "asyncio_bridge.attach() after closing the hosted loop, or drive it from outside that loop"
+        )
 
     # -- being driven ---------------------------------------------------------------
 
@@ -246,6 +265,9 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
             channel.del_channel()
         if HOSTED.get(id(self.socket_map)) is self:
             del HOSTED[id(self.socket_map)]
+        state = _loop.existing_loop(self.socket_map)
+        if state is not None and state.holder == self._refuse_inside_another_loop:
+            state.hold(None)
         if not self.socket_map:
             _loop.forget(self.socket_map)
 
@@ -260,6 +282,16 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
             raise RuntimeError("Cannot close a running event loop")
         self._unhost()
         super().close()
+
+
+def _hold_hosting_map(state: _loop.MapLoop) -> None:
+    """Give every new MapLoop of a map hosting an asyncio loop its holder."""
+    host = _host_of(state.map)
+    if host is not None:
+        state.hold(host._refuse_inside_another_loop)
+
+
+_loop.on_new_loop(_hold_hosting_map)
 
 
 def _check_can_host(socket_map: Any) -> None:

@@ -288,10 +288,12 @@ class MapLoop:
     def hold(self, holder: Optional[Callable[[], Optional[str]]]) -> None:
         """Let ``holder`` decide whether ``loop()``, ``poll()`` and ``poll2()`` may run on this map.
 
-        For a foreign driver whose poller cannot wait (the asyncio bridge):
-        :func:`claim` calls ``holder()``, which returns why the map cannot
-        be served by them (RuntimeError's message), or lets the map go
-        (its event loop is gone) and returns None.  None removes the holder.
+        For a foreign driver whose poller cannot wait (the asyncio bridge)
+        or a service that cannot run in every context (a hosted asyncio
+        loop): :func:`claim` calls ``holder()``, which returns why the map
+        cannot be served now (RuntimeError's message), or None when it can
+        (after letting the map go, if the driver's event loop is gone).
+        None removes the holder.
         """
         self.holder = holder
 
@@ -707,20 +709,24 @@ def release_abandoned(socket_map: ChannelMap) -> Optional[MapLoop]:
     """The MapLoop serving ``socket_map`` (or None), once a holder whose
     event loop is gone has let the map go (see :meth:`MapLoop.hold`)."""
     state = _LOOPS.get(id(socket_map))
-    if state is not None and state.holder is not None and state.holder() is None:
+    if state is not None and state.holder is not None:
+        state.holder()  # its refusal, if any, is for loop() and poll() (see claim)
         state = _LOOPS.get(id(socket_map))
     return state
 
 
 def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
-    """:func:`release_abandoned` for a pass of ``loop()``, ``poll()`` or ``poll2()``.
+    """The MapLoop serving ``socket_map`` (or None) for a pass of ``loop()``, ``poll()`` or ``poll2()``.
 
-    Raises RuntimeError, with the holder's reason, while a foreign driver
-    holds the map (see :meth:`MapLoop.hold`).
+    Raises RuntimeError, with the holder's reason, while the map's holder
+    refuses them (see :meth:`MapLoop.hold`).
     """
-    state = release_abandoned(socket_map)
+    state = _LOOPS.get(id(socket_map))
     if state is not None and state.holder is not None:
-        raise RuntimeError(state.holder())
+        refusal = state.holder()
+        if refusal is not None:
+            raise RuntimeError(refusal)
+        state = _LOOPS.get(id(socket_map))
     return state
 
 
@@ -790,13 +796,20 @@ def forget(socket_map: ChannelMap) -> None:
 def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
     """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2()).
 
-    Raises RuntimeError while a foreign driver holds the map (see :func:`claim`).
+    The map's timers are served as in a pass of ``loop()`` (the wait ends
+    at the earliest deadline, due timers run), so that code driving a map
+    with its own ``while ...: poll()`` gets what 3.11's ``loop()``, a
+    repetition of ``poll()``, gave it.  Raises RuntimeError while a foreign
+    driver holds the map (see :func:`claim`).
     """
-    claim(socket_map)
+    kept = claim(socket_map)
     state = MapLoop(_Untracked(socket_map), poller_cls)
+    if kept is not None:
+        state.timers = kept.timers
     try:
         state.run_pass(timeout, poll_semantics=poller_cls.name != "select")
     finally:
+        state.timers = _timers.TimerQueue()  # close() clears its queue: not the map's
         state.close()
 
 

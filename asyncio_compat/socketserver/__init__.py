@@ -379,13 +379,18 @@ def _finish_or_report(server: BaseServer, request: Request, client_address: Any)
 # -- this module's extensions: functions that take the server --------------------------
 
 
+# How Python spells BaseServer's ``self.__compat`` (this module's own state)
+# outside the class body, where name mangling does not apply.
+_STATE_ATTRIBUTE = "_BaseServer__compat"
+
+
 def _state_of(server: BaseServer) -> _ServerState:
     """The state BaseServer.__init__ stored under its name-mangled attribute.
 
     Raises TypeError for an object that is not one of this module's servers
     (or whose ``BaseServer.__init__`` has not run).
     """
-    state = getattr(server, "_BaseServer__compat", None)
+    state = getattr(server, _STATE_ATTRIBUTE, None)
     if not isinstance(state, _ServerState):
         raise TypeError(
             f"{server!r} is not a server of asyncio_compat.socketserver "
@@ -430,7 +435,7 @@ def detach(server: BaseServer) -> None:
     for a server whose ``__init__`` failed before setting it up).  Call it
     from the loop's thread or while no loop runs on that map.
     """
-    state = getattr(server, "_BaseServer__compat", None)
+    state = getattr(server, _STATE_ATTRIBUTE, None)
     if isinstance(state, _ServerState) and state.channel is not None:
         state.channel.detach()
 
