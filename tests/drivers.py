@@ -173,5 +173,6 @@ class HostedDriver(Driver):
 
 
 DRIVERS: List[Driver] = [
-    LoopDriver(), PollDriver(), Poll2Driver(), ForeignDriver(), AttachDriver(), RunMapDriver(), HostedDriver(),
+    LoopDriver(), PollDriver(), Poll2Driver(), ForeignDriver(),
+    AttachDriver(), RunMapDriver(), HostedDriver(),
 ]

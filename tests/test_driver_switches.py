@@ -43,7 +43,9 @@ def pair(socket_map: asyncore.SocketMap) -> Iterator[Tuple[Reader, socket.socket
         peer.close()
 
 
-def exchange(driver: Driver, socket_map: Dict[int, Any], reader: Reader, peer: socket.socket, text: bytes) -> None:
+def exchange(
+    driver: Driver, socket_map: Dict[int, Any], reader: Reader, peer: socket.socket, text: bytes
+) -> None:
     """``driver`` serves ``text`` from ``peer`` and a timer set just before: no spin, no starving."""
     fired: List[str] = []
     call_later(0.01, fired.append, "timer", map=socket_map)
