@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import socket
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
@@ -188,3 +189,16 @@ def test_drivers_refused_while_a_loop_is_hosted(
         assert task.result() == "still hosted"
     finally:
         host.close()
+
+
+@pytest.mark.parametrize("one_pass", [asyncore.poll, asyncore.poll2], ids=["poll", "poll2"])
+def test_poll_waits_for_the_next_timer_and_runs_it(
+    one_pass: Callable[..., None], default_poller: str, socket_map: asyncore.SocketMap,
+    pair: Tuple[Reader, socket.socket],
+) -> None:
+    fired: List[float] = []
+    started = time.monotonic()
+    call_later(0.05, lambda: fired.append(time.monotonic()), map=socket_map)
+    one_pass(30.0, socket_map)  # the data-less pass ends at the timer's deadline
+    assert fired and fired[0] - started >= 0.05
+    assert time.monotonic() - started < 15.0  # not the 30 s timeout
