@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 import socket
+import time
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
