@@ -871,3 +871,32 @@ def test_close_all_during_run_coroutine_raises_instead_of_blocking(
         left.close()
         peer_side.close()
         peer.close()
+
+
+@pytest.mark.parametrize("taker", ["poll", "poll2", "a channel joining"])
+def test_anything_looking_at_a_map_left_attached_hands_it_back(
+    taker: str, default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+
+    async def main() -> None:
+        attach(socket_map)
+
+    other_mine, other_peer = socket.socketpair()
+    try:
+        asyncio.run(main())
+        if taker == "a channel joining":
+            joined = Reader(other_mine, socket_map)  # asks the dead bridge for a pass
+            state = _loop.existing_loop(socket_map)
+            assert state is None or not state.pinned
+            joined.close()
+        peer.sendall(b"handed back")
+        one_pass = asyncore.poll2 if taker == "poll2" else asyncore.poll
+        one_pass(LONG, socket_map)
+        assert bytes(reader.data) == b"handed back"
+    finally:
+        reader.close()
+        peer.close()
+        other_mine.close()
+        other_peer.close()

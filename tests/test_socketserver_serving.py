@@ -240,6 +240,18 @@ def test_shutdown_before_serve_forever_starts() -> None:
         stopper.join()
 
 
+def test_shutdown_before_serve_forever_blocks_until_a_later_one_returns() -> None:
+    """As in CPython 3.11 and 3.13 (the docstring once said it returned at once)."""
+    with socketserver.TCPServer((HOST, 0), LineEcho) as server:
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        stopper.join(timeout=0.5)
+        assert stopper.is_alive()  # no serve_forever() has run yet: still waiting
+        server.serve_forever(poll_interval=None)  # sees the request, returns without serving
+        stopper.join(timeout=10)
+        assert not stopper.is_alive()
+
+
 def test_serve_forever_can_run_again_after_shutdown(poller_name: str, serve: Callable[..., Serving]) -> None:
     with socketserver.TCPServer((HOST, 0), LineEcho, poller=poller_name) as server:
         for _ in range(2):
