@@ -266,8 +266,8 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
         if HOSTED.get(id(self.socket_map)) is self:
             del HOSTED[id(self.socket_map)]
         state = _loop.existing_loop(self.socket_map)
-        if state is not None and state.holder == self._refuse_inside_another_loop:
-            state.hold(None)
+        if state is not None:
+            state.unhold(self._refuse_inside_another_loop)
         if not self.socket_map:
             _loop.forget(self.socket_map)
 

@@ -266,7 +266,7 @@ class MapBridge(ForeignDriver):
             self._wake_waiters()
 
     def _release(self) -> None:
-        self.state.hold(None)
+        self.state.unhold(self._refuse_other_loops)
         # the poller goes with its MapLoop: closing it removes the watches
         if self.state.timers.keeps_loop_running():
             _loop.loop_for(self.map, get_default_poller())  # timers pass to a regular loop

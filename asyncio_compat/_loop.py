@@ -219,6 +219,7 @@ class MapLoop:
     Its named surface, for the modules that drive or feed it (the asyncio
     bridge, Tk, TLS, timers): :meth:`run_pass`, :meth:`sync`,
     :meth:`sync_fds`, :meth:`inject`, :meth:`pin`/:meth:`unpin`/:attr:`pinned`,
+    :meth:`hold`/:meth:`unhold`,
     :meth:`replace_change_record`, :attr:`tracks_changes`,
     :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`, and for
     signals and fork :meth:`watch_fd`/:meth:`unwatch_fd`, :meth:`wake`,
@@ -296,6 +297,11 @@ class MapLoop:
         None removes the holder.
         """
         self.holder = holder
+
+    def unhold(self, holder: Callable[[], Optional[str]]) -> None:
+        """Remove ``holder`` if it is the one :meth:`hold` set (a no-op otherwise)."""
+        if self.holder == holder:
+            self.holder = None
 
     def inject(self, fd: int, flags: int) -> None:
         """Deliver ``flags`` for ``fd`` on the next pass, which then does not wait.
