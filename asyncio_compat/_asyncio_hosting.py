@@ -95,6 +95,14 @@ class _StepChannel(asyncore.dispatcher):
         # the selector's fd went away behind our back (NVAL): stop hosting
         self.host._unhost()
 
+    def close(self) -> None:
+        """Leave the map, and make the host leave it too (``asyncore.close_all()`` calls this).
+
+        The fd is the selector's: the event loop closes it itself.
+        """
+        self.del_channel()
+        self.host._unhost()
+
 
 
 
@@ -111,7 +119,9 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
 
     Tasks are created as usual (``create_task``,
     ``asyncio.run_coroutine_threadsafe`` from other threads).  The loop
-    cannot step while another asyncio loop runs in the same thread.
+    cannot step while another asyncio loop runs in the same thread, so
+    there ``asyncore.loop()``, ``poll()`` and ``poll2()`` on the map raise
+    RuntimeError (serve the map from that loop with ``attach()`` instead).
 
     Raises ValueError for a ``selector`` without an fd of its own, and
     RuntimeError when ``map`` already hosts an event loop or is served by an
@@ -141,7 +151,24 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
         self._wake: Optional[TimerHandle] = None  # our timer for asyncio's next due work
         self._channel: Optional[_StepChannel] = _StepChannel(self, fd, socket_map)
         HOSTED[id(socket_map)] = self
+        # the map's loop state, made now so that loop() and poll() ask us
+        # from the first pass on (later ones: _hold_hosting_map)
+        _loop.loop_for(socket_map).hold(self._refuse_inside_another_loop)
         self._in_run = False
+
+    def _refuse_inside_another_loop(self) -> Optional[str]:
+        """Why ``loop()``/``poll()`` may not run on the map now (see MapLoop.hold), or None."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        if running is self:
+            return None  # a nested loop() from one of our own callbacks
+        return (
+            f"this socket map hosts {self!r}, which cannot step while another asyncio loop "
+            f"({running!r}) runs in this thread: serve the map from that loop with "
+            "asyncio_bridge.attach() after closing the hosted loop, or drive it from outside that loop"
+        )
 
     # -- being driven ---------------------------------------------------------------
 
@@ -235,9 +262,12 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
             self._wake = None
         channel, self._channel = self._channel, None
         if channel is not None:
-            channel.close()  # no socket: only leaves the map
+            channel.del_channel()
         if HOSTED.get(id(self.socket_map)) is self:
             del HOSTED[id(self.socket_map)]
+        state = _loop.existing_loop(self.socket_map)
+        if state is not None:
+            state.unhold(self._refuse_inside_another_loop)
         if not self.socket_map:
             _loop.forget(self.socket_map)
 
@@ -254,11 +284,21 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
         super().close()
 
 
+def _hold_hosting_map(state: _loop.MapLoop) -> None:
+    """Give every new MapLoop of a map hosting an asyncio loop its holder."""
+    host = _host_of(state.map)
+    if host is not None:
+        state.hold(host._refuse_inside_another_loop)
+
+
+_loop.on_new_loop(_hold_hosting_map)
+
+
 def _check_can_host(socket_map: Any) -> None:
     existing = _host_of(socket_map)
     if existing is not None:
         raise RuntimeError(f"this socket map already hosts {existing!r}; use hosted_event_loop(map)")
-    state = _loop.existing_loop(socket_map)
+    state = _loop.release_abandoned(socket_map)
     if state is not None and isinstance(state.poller, AsyncioPoller):
         raise RuntimeError("this socket map is served by an asyncio bridge: it cannot host an asyncio loop")
 
@@ -310,7 +350,7 @@ def run_coroutine(coro: Awaitable[T], map: Any = None) -> T:
         finally:
             if not task.done():
                 task.cancel()
-                _serve_until(task, host)
+                _settle(task, host)
         return task.result()
     finally:
         if owned:
@@ -334,6 +374,15 @@ def _serve_until(future: asyncio.Future[Any], host: HostedEventLoop) -> None:
         if not host.hosted:
             raise RuntimeError("the asyncio loop left the socket map before the coroutine finished")
         _loop.loop_for(host.socket_map).run_pass(None)
+
+
+def _settle(task: asyncio.Future[Any], host: HostedEventLoop) -> None:
+    """Let a cancelled task finish: through the map's passes while the loop
+    is hosted, else (it left the map) on the event loop alone."""
+    if host.hosted:
+        _serve_until(task, host)
+    elif not host.is_closed():
+        host.run_until_complete(asyncio.wait([task]))
 
 
 def _shut_down(host: HostedEventLoop) -> None:

@@ -199,13 +199,18 @@ class MapBridge(ForeignDriver):
 
     ``detach()`` stops serving the map and leaves its channels in it, so that
     ``asyncore.loop()`` (or another bridge) can take over.  While attached,
-    ``asyncore.loop()`` on the map raises RuntimeError.
+    ``asyncore.loop()``, ``asyncore.poll()`` and ``asyncore.poll2()`` on the
+    map raise RuntimeError: they would wait on a poller that never waits,
+    while the event loop that delivers its events cannot run.  Once the
+    event loop is closed the bridge detaches itself the next time anything
+    (one of those, another bridge, Tk, a hosted loop, a channel joining the
+    map) looks at the map, which goes back to an ordinary poller.
     """
 
     def __init__(self, socket_map: Any, event_loop: asyncio.AbstractEventLoop, poll_interval: float) -> None:
         if id(socket_map) in HOSTED:
             raise RuntimeError("this socket map hosts an asyncio event loop: it cannot also be served by one")
-        current = _loop.existing_loop(socket_map)
+        current = _loop.release_abandoned(socket_map)
         if current is not None and current.pinned:
             raise RuntimeError(
                 f"this socket map is already served by another event loop ({current.poller!r})"
@@ -215,7 +220,20 @@ class MapBridge(ForeignDriver):
         self._waiters: List[asyncio.Future[None]] = []
         cast(AsyncioPoller, state.poller).bind(event_loop, self.run_pass)
         super().__init__(socket_map, state, poll_interval)
+        state.hold(self._refuse_other_loops)
         self.queue_pass()  # registers the channels already in the map
+
+    def _refuse_other_loops(self) -> Optional[str]:
+        """Why ``loop()``/``poll()`` may not run on the map (see MapLoop.hold), or None
+        once the event loop is closed: the map is then handed back."""
+        if self.loop.is_closed():
+            self.detach()
+            return None
+        return (
+            f"this socket map is served by another event loop (an asyncio bridge on {self.loop!r}): "
+            "asyncore.loop(), poll() and poll2() cannot run on it; call detach() on the MapBridge "
+            "returned by attach() (or cancel the run_map() task) first"
+        )
 
     def __repr__(self) -> str:
         state = "attached" if self.attached else "detached"
@@ -230,6 +248,9 @@ class MapBridge(ForeignDriver):
         self.loop.call_soon(callback)
 
     def _call_later(self, delay: float, callback: Callable[[], None]) -> Cancel:
+        if self.loop.is_closed():
+            self.detach()  # as in _call_soon: a timer added after the event loop went
+            return _ignore
         return self.loop.call_later(delay, callback).cancel
 
     def _failed(self, exc: BaseException) -> None:
@@ -245,6 +266,7 @@ class MapBridge(ForeignDriver):
             self._wake_waiters()
 
     def _release(self) -> None:
+        self.state.unhold(self._refuse_other_loops)
         # the poller goes with its MapLoop: closing it removes the watches
         if self.state.timers.keeps_loop_running():
             _loop.loop_for(self.map, get_default_poller())  # timers pass to a regular loop

@@ -219,6 +219,7 @@ class MapLoop:
     Its named surface, for the modules that drive or feed it (the asyncio
     bridge, Tk, TLS, timers): :meth:`run_pass`, :meth:`sync`,
     :meth:`sync_fds`, :meth:`inject`, :meth:`pin`/:meth:`unpin`/:attr:`pinned`,
+    :meth:`hold`/:meth:`unhold`,
     :meth:`replace_change_record`, :attr:`tracks_changes`,
     :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`, and for
     signals and fork :meth:`watch_fd`/:meth:`unwatch_fd`, :meth:`wake`,
@@ -247,6 +248,8 @@ class MapLoop:
         # foreign event loops serving this map (asyncio bridge, Tk): while
         # any is, forget() keeps this MapLoop and loop_for() will not replace it
         self.pins = 0
+        # set by a foreign driver whose poller cannot wait (see hold())
+        self.holder: Optional[Callable[[], Optional[str]]] = None
         # always counted (one add per pass, one per batch): see stats()
         self.passes = 0
         self.events = 0
@@ -282,6 +285,23 @@ class MapLoop:
     def pinned(self) -> bool:
         """True while some foreign event loop serves this map."""
         return self.pins > 0
+
+    def hold(self, holder: Optional[Callable[[], Optional[str]]]) -> None:
+        """Let ``holder`` decide whether ``loop()``, ``poll()`` and ``poll2()`` may run on this map.
+
+        For a foreign driver whose poller cannot wait (the asyncio bridge)
+        or a service that cannot run in every context (a hosted asyncio
+        loop): :func:`claim` calls ``holder()``, which returns why the map
+        cannot be served now (RuntimeError's message), or None when it can
+        (after letting the map go, if the driver's event loop is gone).
+        None removes the holder.
+        """
+        self.holder = holder
+
+    def unhold(self, holder: Callable[[], Optional[str]]) -> None:
+        """Remove ``holder`` if it is the one :meth:`hold` set (a no-op otherwise)."""
+        if self.holder == holder:
+            self.holder = None
 
     def inject(self, fd: int, flags: int) -> None:
         """Deliver ``flags`` for ``fd`` on the next pass, which then does not wait.
@@ -691,6 +711,31 @@ def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) 
     return new
 
 
+def release_abandoned(socket_map: ChannelMap) -> Optional[MapLoop]:
+    """The MapLoop serving ``socket_map`` (or None), once a holder whose
+    event loop is gone has let the map go (see :meth:`MapLoop.hold`)."""
+    state = _LOOPS.get(id(socket_map))
+    if state is not None and state.holder is not None:
+        state.holder()  # its refusal, if any, is for loop() and poll() (see claim)
+        state = _LOOPS.get(id(socket_map))
+    return state
+
+
+def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
+    """The MapLoop serving ``socket_map`` (or None) for a pass of ``loop()``, ``poll()`` or ``poll2()``.
+
+    Raises RuntimeError, with the holder's reason, while the map's holder
+    refuses them (see :meth:`MapLoop.hold`).
+    """
+    state = _LOOPS.get(id(socket_map))
+    if state is not None and state.holder is not None:
+        refusal = state.holder()
+        if refusal is not None:
+            raise RuntimeError(refusal)
+        state = _LOOPS.get(id(socket_map))
+    return state
+
+
 def channel_moved(socket_map: ChannelMap) -> None:
     """Tell the loop of ``socket_map`` that a channel joined or left it.
 
@@ -757,17 +802,20 @@ def forget(socket_map: ChannelMap) -> None:
 def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
     """One 3.11-style pass on a throwaway poller (the standalone poll()/poll2()).
 
-    The map's timers (an accept pause among them) are served by this pass
-    too: its wait ends at their earliest deadline and the due ones run.
+    The map's timers are served as in a pass of ``loop()`` (the wait ends
+    at the earliest deadline, due timers run), so that code driving a map
+    with its own ``while ...: poll()`` gets what 3.11's ``loop()``, a
+    repetition of ``poll()``, gave it.  Raises RuntimeError while a foreign
+    driver holds the map (see :func:`claim`).
     """
+    kept = claim(socket_map)
     state = MapLoop(_Untracked(socket_map), poller_cls)
-    owner = _LOOPS.get(id(socket_map))
-    if owner is not None:
-        state.timers = owner.timers  # lent for this pass
+    if kept is not None:
+        state.timers = kept.timers
     try:
         state.run_pass(timeout, poll_semantics=poller_cls.name != "select")
     finally:
-        state.timers = _timers.TimerQueue()  # close() clears its queue: not the owner's
+        state.timers = _timers.TimerQueue()  # close() clears its queue: not the map's
         state.close()
 
 

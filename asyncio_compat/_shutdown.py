@@ -4,7 +4,7 @@ What each channel of the map gets, at the call:
 
 * a listening dispatcher (``accepting``) is closed at once, so new
   connections are refused; a socketserver server attached to the map
-  (``server.attach()``) is detached and its ``server_close()`` runs;
+  (``socketserver.attach(server)``) is detached and its ``server_close()`` runs;
 * an ``async_chat`` gets ``close_when_done()``: what it queued is sent, then
   it closes;
 * a ``dispatcher_with_send`` closes once its ``out_buffer`` has drained

@@ -125,6 +125,7 @@ def poll(timeout: Optional[float] = 0.0, map: Optional[SocketMapType] = None) ->
     The map's due timers run at the end of the pass (an accept pause ends
     there too), and the wait ends at the earliest timer's deadline.
     ``timeout`` is checked as by :func:`loop` without ``use_poll``.
+    Raises RuntimeError while an asyncio bridge serves the map.
     """
     wait = _validation.wait_timeout(timeout)
     _loop.run_once(_default_map(map), pollers.get("select"), wait)
@@ -135,7 +136,8 @@ def poll2(timeout: Optional[float] = 0.0, map: Optional[SocketMapType] = None) -
 
     Falls back to select() where the platform has no poll().  Timers run as
     in :func:`poll`; ``timeout`` is checked as by :func:`loop` with
-    ``use_poll=True`` (a negative one waits without limit).
+    ``use_poll=True`` (a negative one waits without limit).  Raises
+    RuntimeError while an asyncio bridge serves the map.
     """
     wait = _validation.wait_timeout(timeout, negative_means_none=True)
     name = "poll" if "poll" in pollers.available() else "select"
@@ -176,15 +178,16 @@ def loop(
 
     Raises pollers.UnknownPollerError for an unknown poller name, TypeError
     for a ``timeout`` that is not a number (a bool included), ValueError for
-    a NaN or infinite one.
+    a NaN or infinite one, and RuntimeError while an asyncio bridge serves
+    the map (see :func:`asyncio_compat.asyncio_bridge.attach`).
     """
     kind = type(timeout)
     if not ((kind is float or kind is int) and 0 <= timeout < _FOREVER):  # type: ignore[operator]
         timeout = _validation.wait_timeout(timeout, negative_means_none=bool(use_poll))
     # _default_map(map), inline: saves a call, 550 instructions per loop()
     socket_map_ = socket_map if map is None else map
-    state = _loop.existing_loop(socket_map_) if poller is None else None
-    if state is None:
+    state = _loop.claim(socket_map_)  # raises while a foreign driver holds the map
+    if state is None or poller is not None:
         state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
     try:
         # state.pending(), inline: a call fewer per pass while the map has channels

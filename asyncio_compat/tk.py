@@ -130,7 +130,7 @@ def attach(
     tick = seconds(tick, "tick", positive=True)
     poll_interval = seconds(poll_interval, "poll_interval", positive=True)
     socket_map = asyncore.socket_map if map is None else map
-    current = _loop.existing_loop(socket_map)
+    current = _loop.release_abandoned(socket_map)
     if current is not None and current.pinned:
         raise RuntimeError(
             f"this socket map is already served by another event loop ({current.poller!r})"

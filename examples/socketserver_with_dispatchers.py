@@ -7,7 +7,7 @@ Run it from a checkout::
 One socket map holds:
 
 * a synchronous ``TCPServer`` (a "quote of the day" service: it writes one
-  line and hangs up), put in the map by ``server.attach(map)``;
+  line and hangs up), put in the map by ``socketserver.attach(server, map)``;
 * a ``ThreadingTCPServer`` echo service, attached the same way: its
   handlers read from their clients, so they must not run in the loop's
   thread, and the mix-in hands each one to a thread;
@@ -130,7 +130,7 @@ class Coordinator:
     def client_done(self) -> None:
         if all(client.done for client in self.clients):
             for server in self.servers:
-                server.detach()
+                socketserver.detach(server)
             self.echo.close()
             print("all clients done: servers detached, asyncore server closed")
 
@@ -140,8 +140,8 @@ def run() -> List[Client]:
     quotes = socketserver.TCPServer(("127.0.0.1", 0), QuoteHandler)
     echoes = socketserver.ThreadingTCPServer(("127.0.0.1", 0), ThreadedEcho)
     with quotes, echoes:  # server_close() on the way out
-        quotes.attach(channels)
-        echoes.attach(channels)
+        socketserver.attach(quotes, channels)
+        socketserver.attach(echoes, channels)
         echo = DispatcherEchoServer(channels)
         coordinator = Coordinator([quotes, echoes], echo)
         done = coordinator.client_done

@@ -690,3 +690,217 @@ def test_a_map_is_either_bridged_or_hosting(socket_map: asyncore.SocketMap) -> N
         asyncio.run(hosting())
     finally:
         host.close()
+
+
+# == what else may drive a bridged or hosting map ==========================================
+
+
+def test_asyncore_loop_on_a_bridged_map_raises_instead_of_spinning(
+    new_loop: LoopFactory, default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+
+    async def main() -> None:
+        bridge = attach(socket_map)
+        try:
+            # the map's own loop state (no poller=): it must not wait on the
+            # bridge's poller, which never waits
+            for refused in (
+                lambda: asyncore.loop(timeout=0.5, map=socket_map, count=200),
+                lambda: asyncore.loop(map=socket_map, count=1),  # a legacy pump
+                lambda: asyncore.loop(timeout=0, map=socket_map, count=1),
+                lambda: asyncore.loop(timeout=0.5, map=socket_map),
+                lambda: asyncore.poll(0.5, socket_map),
+                lambda: asyncore.poll2(0.5, socket_map),
+            ):
+                with pytest.raises(RuntimeError, match="asyncio bridge.*call detach"):
+                    refused()
+            peer.sendall(b"still served by the bridge")
+            assert await reader.wait_for(26) == b"still served by the bridge"
+        finally:
+            bridge.detach()
+
+    try:
+        run(new_loop, main())
+    finally:
+        reader.close()
+        peer.close()
+
+
+def test_a_handler_pumping_loop_under_the_bridge_gets_the_error(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    errors: List[BaseException] = []
+
+    class Pumping(Reader):
+        def handle_read(self) -> None:
+            super().handle_read()
+            try:
+                asyncore.loop(map=socket_map, count=1)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    reader = Pumping(mine, socket_map)
+
+    async def main() -> None:
+        bridge = attach(socket_map)
+        try:
+            peer.sendall(b"x")
+            await reader.wait_for(1)
+        finally:
+            bridge.detach()
+
+    try:
+        run(new_loop, main())
+        assert len(errors) == 1 and "asyncio bridge" in str(errors[0])
+    finally:
+        reader.close()
+        peer.close()
+
+
+def test_a_map_left_attached_to_a_closed_loop_is_handed_back(
+    new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+    fired: List[str] = []
+
+    async def main() -> None:
+        attach(socket_map)  # and never detached
+        peer.sendall(b"one")
+        await reader.wait_for(3)
+
+    try:
+        run(new_loop, main())
+        call_later(0.01, fired.append, "timer", map=socket_map)
+        peer.sendall(b" two")
+        # one pass that waits for what is pending: on an ordinary poller again
+        asyncore.loop(timeout=LONG, map=socket_map, count=1, poller=poller_name)
+        assert bytes(reader.data) == b"one two"
+        state = _loop.existing_loop(socket_map)
+        assert state is not None and not isinstance(state.poller, AsyncioPoller) and not state.pinned
+        while not fired:
+            asyncore.loop(timeout=LONG, map=socket_map, count=1)
+        assert fired == ["timer"]
+    finally:
+        reader.close()
+        peer.close()
+
+
+def test_a_map_left_attached_to_a_closed_loop_is_handed_back_without_poller(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+
+    async def main() -> None:
+        attach(socket_map)
+
+    try:
+        asyncio.run(main())
+        peer.sendall(b"after asyncio.run()")
+        asyncore.loop(timeout=LONG, map=socket_map, count=1)
+        assert bytes(reader.data) == b"after asyncio.run()"
+    finally:
+        reader.close()
+        peer.close()
+
+
+def test_a_new_bridge_or_host_takes_a_map_left_attached_to_a_closed_loop(
+    socket_map: asyncore.SocketMap,
+) -> None:
+    async def leave_attached() -> None:
+        attach(socket_map)
+
+    async def attach_again() -> None:
+        bridge = attach(socket_map)  # not "already served"
+        bridge.detach()
+
+    asyncio.run(leave_attached())
+    asyncio.run(attach_again())
+    asyncio.run(leave_attached())
+    host = HostedEventLoop(socket_map)  # not "served by an asyncio bridge"
+    try:
+        assert run_coroutine(asyncio.sleep(0, result="hosted"), socket_map) == "hosted"
+    finally:
+        host.close()
+
+
+@hosts_asyncio
+def test_close_all_ends_hosting(default_poller: str, socket_map: asyncore.SocketMap) -> None:
+    host = hosted_event_loop(socket_map)
+    try:
+        asyncore.close_all(socket_map)
+        assert not host.hosted and not host.is_closed()
+        assert host not in _hosted_loops()
+        replacement = hosted_event_loop(socket_map)  # a new one, not the cut-off loop
+        assert replacement is not host and replacement.hosted
+        assert run_coroutine(asyncio.sleep(0, result="new"), socket_map) == "new"
+        replacement.close()
+        HostedEventLoop(socket_map).close()  # not "already hosts"
+    finally:
+        host.close()
+
+
+@hosts_asyncio
+def test_close_all_during_run_coroutine_raises_instead_of_blocking(
+    default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+
+    class Resetting(Reader):
+        def handle_read(self) -> None:
+            super().handle_read()
+            asyncore.close_all(socket_map)  # a legacy reset path
+
+    Resetting(mine, socket_map)
+
+    async def waits_for_io() -> bytes:
+        reader, writer = await asyncio.open_connection(sock=peer_side)
+        try:
+            return await reader.read(10)
+        finally:
+            writer.close()
+
+    left, peer_side = socket.socketpair()
+    try:
+        peer.sendall(b"reset")
+        with pytest.raises(RuntimeError, match="left the socket map"):
+            run_coroutine(waits_for_io(), socket_map)
+    finally:
+        for host in _hosted_loops():
+            host.close()
+        left.close()
+        peer_side.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("taker", ["poll", "poll2", "a channel joining"])
+def test_anything_looking_at_a_map_left_attached_hands_it_back(
+    taker: str, default_poller: str, socket_map: asyncore.SocketMap
+) -> None:
+    mine, peer = socket.socketpair()
+    reader = Reader(mine, socket_map)
+
+    async def main() -> None:
+        attach(socket_map)
+
+    other_mine, other_peer = socket.socketpair()
+    try:
+        asyncio.run(main())
+        if taker == "a channel joining":
+            joined = Reader(other_mine, socket_map)  # asks the dead bridge for a pass
+            state = _loop.existing_loop(socket_map)
+            assert state is None or not state.pinned
+            joined.close()
+        peer.sendall(b"handed back")
+        one_pass = asyncore.poll2 if taker == "poll2" else asyncore.poll
+        one_pass(LONG, socket_map)
+        assert bytes(reader.data) == b"handed back"
+    finally:
+        reader.close()
+        peer.close()
+        other_mine.close()
+        other_peer.close()

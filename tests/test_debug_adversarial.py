@@ -44,7 +44,7 @@ class Nothing(socketserver.BaseRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("leave", ["server.detach()", "close_all()"])
+@pytest.mark.parametrize("leave", ["detach(server)", "close_all()"])
 def test_a_detached_server_is_not_reported_as_unclosed(
     leave: str, socket_map: Any, debug_on: None
 ) -> None:
@@ -54,17 +54,17 @@ def test_a_detached_server_is_not_reported_as_unclosed(
     try:
 
         def attach_and_leave() -> None:
-            server.attach(socket_map)
+            socketserver.attach(server, socket_map)
             asyncore.loop(timeout=0, map=socket_map, count=1)
-            if leave == "server.detach()":
-                server.detach()
+            if leave == "detach(server)":
+                socketserver.detach(server)
             else:
                 asyncore.close_all(map=socket_map)
             asyncore.loop(timeout=0, map=socket_map, count=1)  # the loop lets go of it
 
         assert unclosed_warnings(attach_and_leave) == []
         assert server.socket.fileno() >= 0  # the server still owns it, open
-        assert not server.attached
+        assert not socketserver.is_attached(server)
     finally:
         server.server_close()
         bystander.close()

@@ -160,9 +160,9 @@ def test_attached_socketserver_takes_part(socket_map: asyncore.SocketMap) -> Non
     from asyncio_compat import socketserver
 
     server = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
-    server.attach(socket_map)
+    socketserver.attach(server, socket_map)
     asyncio_compat.shutdown(socket_map, grace=1)
-    assert not server.attached
+    assert not socketserver.is_attached(server)
     assert not socket_map
     server.server_close()  # the server's own close still works
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import threading
 import time
@@ -88,7 +89,7 @@ def test_server_and_dispatchers_in_one_loop(
     socket_map: Dict[int, Any], poller_name: str, use_poll: bool
 ) -> None:
     with GreetingServer((HOST, 0), Greeter) as server:
-        channel = server.attach(socket_map)
+        channel = socketserver.attach(server, socket_map)
         assert socket_map[server.fileno()] is channel and channel.attached
         echo = EchoServer(socket_map)
         clients = [Client(server.server_address, socket_map) for _ in range(3)]
@@ -100,8 +101,8 @@ def test_server_and_dispatchers_in_one_loop(
             use_poll=use_poll,
         )
         assert sorted(c.received for c in clients) == [b"welcome 0\n", b"welcome 1\n", b"welcome 2\n"]
-        server.detach()
-        assert server.fileno() not in socket_map and not server.attached
+        socketserver.detach(server)
+        assert server.fileno() not in socket_map and not socketserver.is_attached(server)
         assert server.socket.fileno() >= 0  # detaching never closes the server's socket
 
 
@@ -116,12 +117,12 @@ def test_threading_server_reads_from_a_client_of_the_same_loop(
             super().handle()
 
     with socketserver.ThreadingTCPServer((HOST, 0), Handler) as server:
-        server.attach(socket_map)
+        socketserver.attach(server, socket_map)
         client = Client(server.server_address, socket_map, LINE)
         run_until(socket_map, lambda: client.finished, poller=poller_name, use_poll=True)
         assert client.received == LINE
     assert threads and threads[0] != threading.current_thread().name
-    assert not server.attached  # server_close() detached it
+    assert not socketserver.is_attached(server)  # server_close() detached it
 
 
 def test_udp_server_in_the_loop(socket_map: Dict[int, Any], poller_name: str) -> None:
@@ -143,7 +144,7 @@ def test_udp_server_in_the_loop(socket_map: Dict[int, Any], poller_name: str) ->
             self.reply = self.socket.recv(100)
 
     with socketserver.UDPServer((HOST, 0), Echo) as server:
-        server.attach(socket_map)
+        socketserver.attach(server, socket_map)
         client = DatagramClient(server.server_address)
         run_until(socket_map, lambda: client.reply != b"", poller=poller_name, use_poll=True)
         assert client.reply == b"SHOUT"
@@ -159,10 +160,10 @@ def test_service_actions_run_on_the_loop_while_idle(
             ticks.append(time.monotonic())
 
     with Server((HOST, 0), Greeter) as server:
-        server.attach(socket_map, poll_interval=0.01)
+        socketserver.attach(server, socket_map, poll_interval=0.01)
         # no request: the timers alone call it
         run_until(socket_map, lambda: len(ticks) >= 3, poller=poller_name, use_poll=True)
-        server.detach()
+        socketserver.detach(server)
         count = len(ticks)
         asyncore.loop(timeout=0.05, map=socket_map, count=3)
         assert len(ticks) == count  # detached: the periodic call stopped
@@ -177,7 +178,7 @@ def test_forking_server_children_are_reaped_by_the_loop(
 
     server = Server((HOST, 0), LineEcho)
     try:
-        server.attach(socket_map, poll_interval=0.01)
+        socketserver.attach(server, socket_map, poll_interval=0.01)
         client = Client(server.server_address, socket_map, LINE)
         run_until(socket_map, lambda: client.finished, poller=poller_name, use_poll=True)
         assert client.received == LINE
@@ -200,7 +201,7 @@ def test_one_bad_request_does_not_stop_the_service(
             return True
 
     with Picky((HOST, 0), Greeter) as server:
-        channel = server.attach(socket_map)
+        channel = socketserver.attach(server, socket_map)
         first = Client(server.server_address, socket_map)
         run_until(socket_map, lambda: first.finished, poller=poller_name, use_poll=True)
         assert first.received == b""  # refused, closed
@@ -215,18 +216,18 @@ def test_one_bad_request_does_not_stop_the_service(
 def test_server_close_while_attached_detaches(socket_map: Dict[int, Any]) -> None:
     server = GreetingServer((HOST, 0), Greeter)
     fd = server.fileno()
-    channel = server.attach(socket_map)
+    channel = socketserver.attach(server, socket_map)
     server.server_close()
-    assert fd not in socket_map and not channel.attached and not server.attached
+    assert fd not in socket_map and not channel.attached and not socketserver.is_attached(server)
 
 
 def test_close_all_detaches_but_leaves_the_socket_to_its_server(socket_map: Dict[int, Any]) -> None:
     with GreetingServer((HOST, 0), Greeter) as server:
-        server.attach(socket_map)
+        socketserver.attach(server, socket_map)
         asyncore.close_all(socket_map)
-        assert not server.attached and not socket_map
+        assert not socketserver.is_attached(server) and not socket_map
         assert server.socket.fileno() >= 0
-        assert server.attach(socket_map).attached  # and it can come back
+        assert socketserver.attach(server, socket_map).attached  # and it can come back
 
 
 def test_socket_closed_behind_the_loops_back_detaches(
@@ -235,16 +236,16 @@ def test_socket_closed_behind_the_loops_back_detaches(
 ) -> None:
     monkeypatch.setattr(pollers._base.SweepingPoller, "sweep_interval", 0.01)
     server = GreetingServer((HOST, 0), Greeter)
-    server.attach(socket_map)
+    socketserver.attach(server, socket_map)
     asyncore.loop(timeout=0.01, map=socket_map, count=1, poller=poller_name)  # now registered
     server.socket.close()  # not server_close(): the map does not know
-    run_until(socket_map, lambda: not server.attached, poller=poller_name, use_poll=True)
+    run_until(socket_map, lambda: not socketserver.is_attached(server), poller=poller_name, use_poll=True)
     assert not socket_map
 
 
 def test_repr_names_the_channel(socket_map: Dict[int, Any]) -> None:
     with GreetingServer((HOST, 0), Greeter) as server:
-        text = repr(server.attach(socket_map))
+        text = repr(socketserver.attach(server, socket_map))
     assert text.startswith("<socketserver.ServerChannel listening")
     assert str(server.server_address[1]) in text
 
@@ -254,9 +255,9 @@ def test_repr_names_the_channel(socket_map: Dict[int, Any]) -> None:
 
 def test_attached_server_refuses_its_own_loops(socket_map: Dict[int, Any]) -> None:
     with GreetingServer((HOST, 0), Greeter) as server:
-        server.attach(socket_map)
+        socketserver.attach(server, socket_map)
         with pytest.raises(RuntimeError, match="already attached"):
-            server.attach(socket_map)
+            socketserver.attach(server, socket_map)
         with pytest.raises(RuntimeError, match="serve_forever.*detach"):
             server.serve_forever()
         with pytest.raises(RuntimeError, match="handle_request.*detach"):
@@ -276,7 +277,7 @@ def test_serving_server_cannot_be_attached(socket_map: Dict[int, Any]) -> None:
         try:
             assert ticks.acquire(timeout=10)  # serve_forever is running
             with pytest.raises(RuntimeError, match="serve_forever"):
-                server.attach(socket_map)
+                socketserver.attach(server, socket_map)
         finally:
             server.shutdown()
             thread.join()
@@ -287,22 +288,64 @@ def test_serving_server_cannot_be_attached(socket_map: Dict[int, Any]) -> None:
 def test_attach_refuses_a_bad_poll_interval(socket_map: Dict[int, Any], interval: Any) -> None:
     with GreetingServer((HOST, 0), Greeter) as server:
         with pytest.raises((TypeError, ValueError), match="poll_interval"):
-            server.attach(socket_map, poll_interval=interval)
-        assert not socket_map and not server.attached
+            socketserver.attach(server, socket_map, poll_interval=interval)
+        assert not socket_map and not socketserver.is_attached(server)
 
 
 def test_attach_refuses_a_closed_server(socket_map: Dict[int, Any]) -> None:
     server = GreetingServer((HOST, 0), Greeter)
     server.server_close()
     with pytest.raises(ValueError, match="closed"):
-        server.attach(socket_map)
+        socketserver.attach(server, socket_map)
     assert not socket_map
 
 
 def test_detach_twice_is_harmless(socket_map: Dict[int, Any]) -> None:
     with GreetingServer((HOST, 0), Greeter) as server:
-        channel = server.attach(socket_map)
+        channel = socketserver.attach(server, socket_map)
         channel.detach()
         channel.detach()
-        server.detach()
-        assert not socket_map and not server.attached
+        socketserver.detach(server)
+        assert not socket_map and not socketserver.is_attached(server)
+
+
+# -- the names are the subclass's ------------------------------------------------------
+
+
+class OwnNames(GreetingServer):
+    """A subclass using, for its own ends, names this package once reserved."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attached: List[str] = []  # its own list
+        self.poller = select.poll() if hasattr(select, "poll") else object()  # its own object
+        self.detached = 0
+
+    def attach(self, what: str) -> None:  # its own meaning
+        self.attached.append(what)
+
+    def detach(self) -> None:
+        self.detached += 1
+
+
+def test_a_subclass_owns_attach_attached_detach_and_poller(
+    socket_map: Dict[int, Any], poller_name: str
+) -> None:
+    server = OwnNames((HOST, 0), Greeter, poller=poller_name)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+    thread.start()
+    try:
+        with socket.create_connection(server.server_address, timeout=10) as client:
+            assert client.recv(100) == b"welcome 0\n"
+    finally:
+        server.shutdown()
+        thread.join()
+    server.attach("a note")
+    channel = socketserver.attach(server, socket_map)
+    assert socketserver.is_attached(server) and channel.attached
+    client_channel = Client(server.server_address, socket_map)
+    run_until(socket_map, lambda: client_channel.finished, poller=poller_name, use_poll=True)
+    assert client_channel.received == b"welcome 1\n"
+    server.server_close()
+    assert not socketserver.is_attached(server) and server.fileno() not in socket_map
+    assert server.detached == 0 and server.attached == ["a note"]  # never called by us

@@ -9,6 +9,7 @@ default).
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 from typing import Any, Callable, Iterator, List
@@ -100,7 +101,7 @@ def test_keyword_picks_the_backend(poller_name: str, serve: Callable[..., Servin
 
 def test_keyword_accepts_a_backend_name(poller_name: str, serve: Callable[..., Serving]) -> None:
     with socketserver.ThreadingTCPServer((HOST, 0), LineEcho, poller=poller_name) as server:
-        assert server.poller is pollers.get(poller_name)
+        assert socketserver.get_poller(server) is pollers.get(poller_name)
         serving = serve(server)
         assert echo(server.server_address) == LINE
         assert echo(server.server_address) == LINE
@@ -108,14 +109,30 @@ def test_keyword_accepts_a_backend_name(poller_name: str, serve: Callable[..., S
         assert serving.errors == []
 
 
-def test_class_attribute_picks_the_backend(poller_name: str) -> None:
+def test_set_poller_picks_the_backend_of_the_next_wait(poller_name: str) -> None:
+    backend = counting(poller_name)
+    server = socketserver.TCPServer((HOST, 0), LineEcho)
+    socketserver.set_poller(server, backend)
+    assert socketserver.get_poller(server) is backend
+    with server, socket.create_connection(server.server_address, timeout=10) as client:
+        client.sendall(LINE)
+        server.handle_request()
+        assert client.recv(100) == LINE
+        socketserver.set_poller(server, None)
+        assert socketserver.get_poller(server) is None
+    assert backend.made == 1
+
+
+def test_a_subclass_attribute_named_poller_is_its_own(poller_name: str) -> None:
+    """``poller`` is not ours: a subclass may keep anything under that name."""
     backend = counting(poller_name)
 
     class Server(socketserver.TCPServer):
-        poller = backend
+        poller = "not a backend name"
 
-    server = Server((HOST, 0), LineEcho)
+    server = Server((HOST, 0), LineEcho, poller=backend)
     with server, socket.create_connection(server.server_address, timeout=10) as client:
+        server.poller = select.poll() if hasattr(select, "poll") else object()  # type: ignore[assignment]
         client.sendall(LINE)
         server.handle_request()
         assert client.recv(100) == LINE
@@ -137,7 +154,7 @@ def test_process_default_is_read_at_each_call(poller_name: str) -> None:
 
 def test_default_poller_fixture_serves(default_poller: str, serve: Callable[..., Serving]) -> None:
     with socketserver.TCPServer((HOST, 0), LineEcho) as server:
-        assert server.poller is None
+        assert socketserver.get_poller(server) is None
         serving = serve(server, 0.01)
         assert echo(server.server_address) == LINE
         serving.stop()
@@ -152,12 +169,15 @@ def test_unknown_backend_name_is_refused_before_any_socket_exists() -> None:
         socketserver.TCPServer((HOST, 0), LineEcho, poller="nosuch")
 
 
-def test_unknown_backend_in_class_attribute_is_refused() -> None:
-    class Server(socketserver.UDPServer):
-        poller = "epol"
-
-    with pytest.raises(pollers.UnknownPollerError, match="epol"):
-        Server((HOST, 0), socketserver.DatagramRequestHandler)
+def test_set_poller_refuses_bad_backends_and_foreign_servers() -> None:
+    with socketserver.UDPServer((HOST, 0), socketserver.DatagramRequestHandler) as server:
+        with pytest.raises(pollers.UnknownPollerError, match="epol"):
+            socketserver.set_poller(server, "epol")
+        with pytest.raises(TypeError, match="poller"):
+            socketserver.set_poller(server, 42)  # type: ignore[arg-type]
+        assert socketserver.get_poller(server) is None  # unchanged
+    with pytest.raises(TypeError, match="not a server of asyncio_compat.socketserver"):
+        socketserver.get_poller(object())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("bad", [42, object, socket.socket])
@@ -218,6 +238,18 @@ def test_shutdown_before_serve_forever_starts() -> None:
         # see the request and return without serving
         server.serve_forever(poll_interval=None)
         stopper.join()
+
+
+def test_shutdown_before_serve_forever_blocks_until_a_later_one_returns() -> None:
+    """As in CPython 3.11 and 3.13 (the docstring once said it returned at once)."""
+    with socketserver.TCPServer((HOST, 0), LineEcho) as server:
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        stopper.join(timeout=0.5)
+        assert stopper.is_alive()  # no serve_forever() has run yet: still waiting
+        server.serve_forever(poll_interval=None)  # sees the request, returns without serving
+        stopper.join(timeout=10)
+        assert not stopper.is_alive()
 
 
 def test_serve_forever_can_run_again_after_shutdown(poller_name: str, serve: Callable[..., Serving]) -> None:

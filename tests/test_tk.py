@@ -8,6 +8,7 @@ notifier's fds once per process, before the per-test leak check looks.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
+from drivers import DRIVERS, MAX_PASSES, Driver
+from drivers import Reader as SwitchReader
 from helpers import EchoServer, SendingClient, load_example
 
 import asyncio_compat
@@ -466,3 +469,140 @@ def test_add_signal_handler_under_tk(
     assert ran_in_loop == [True]
     assert elapsed < 1.0
     theirs.close()
+
+
+# == switching between Tk and the other drivers (see tests/test_driver_switches.py) ========
+
+
+class TkDriver(Driver):
+    """``asyncio_compat.tk.attach()``, Tk's mainloop until done, then ``detach()``."""
+
+    name = "tk"
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+
+    def serve(self, socket_map: Dict[int, Any], done: Callable[[], bool]) -> Tuple[int, int]:
+        from asyncio_compat.tk import attach
+
+        attachment = attach(self.root, socket_map)
+        before = asyncio_compat.loop_stats(socket_map).passes
+        started = time.monotonic()
+        try:
+            serve_until(self.root, done)
+            passes = asyncio_compat.loop_stats(socket_map).passes - before
+        finally:
+            attachment.detach()
+        # the after() tick (0.02 s) where Tk cannot watch the poller's fd, and some passes per event
+        return passes, MAX_PASSES + 3 * int((time.monotonic() - started) / 0.005)
+
+
+@pytest.fixture
+def reader_and_peer(socket_map: asyncore.SocketMap) -> Iterator[Tuple[SwitchReader, socket.socket]]:
+    mine, peer = socket.socketpair()
+    reader = SwitchReader(mine, socket_map)
+    try:
+        yield reader, peer
+    finally:
+        reader.close()
+        peer.close()
+
+
+def _exchange(driver: Driver, socket_map: Dict[int, Any], reader: SwitchReader, peer: socket.socket,
+              text: bytes) -> None:
+    fired: List[str] = []
+    call_later(0.01, fired.append, "timer", map=socket_map)
+    expected = bytes(reader.data) + text
+    peer.sendall(text)
+    passes, allowed = driver.serve(socket_map, lambda: bytes(reader.data) == expected and fired == ["timer"])
+    assert passes <= allowed, f"{driver} made {passes} passes for one exchange: it spins"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.posix_only("a hosted asyncio loop waits on its selector's own fd, which Windows lacks")
+@pytest.mark.parametrize("other", DRIVERS, ids=str)
+def test_tk_and_another_driver_in_turn(
+    other: Driver, default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap,
+    reader_and_peer: Tuple[SwitchReader, socket.socket],
+) -> None:
+    reader, peer = reader_and_peer
+    tk = TkDriver(tk_root)
+    _exchange(tk, socket_map, reader, peer, b"tk; ")
+    _exchange(other, socket_map, reader, peer, b"other; ")
+    _exchange(tk, socket_map, reader, peer, b"tk again")
+    assert bytes(reader.data) == b"tk; other; tk again"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "other", [d for d in DRIVERS if d.name in ("loop", "poll", "poll2", "foreign")], ids=str
+)
+def test_other_drivers_serve_a_map_while_tk_does(
+    other: Driver, default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap,
+    reader_and_peer: Tuple[SwitchReader, socket.socket],
+) -> None:
+    from asyncio_compat.tk import attach
+
+    reader, peer = reader_and_peer
+    attachment = attach(tk_root, socket_map)
+    try:
+        _exchange(other, socket_map, reader, peer, b"served beside Tk")
+        peer.sendall(b"; by Tk")
+        serve_until(tk_root, lambda: bytes(reader.data) == b"served beside Tk; by Tk")
+    finally:
+        attachment.detach()
+
+
+@pytest.mark.posix_only("a hosted asyncio loop waits on its selector's own fd, which Windows lacks")
+def test_tk_serves_a_hosted_asyncio_loop(
+    default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap
+) -> None:
+    from asyncio_compat.asyncio_bridge import hosted_event_loop
+    from asyncio_compat.tk import attach
+
+    host = hosted_event_loop(socket_map)
+    attachment = attach(tk_root, socket_map)
+    try:
+        task = host.create_task(asyncio.sleep(0.05, result="stepped by Tk"))
+        serve_until(tk_root, task.done)
+        assert task.result() == "stepped by Tk"
+    finally:
+        attachment.detach()
+        host.close()
+
+
+def test_bridges_and_tk_refuse_each_other(tk_root: Any, socket_map: asyncore.SocketMap) -> None:
+    from asyncio_compat.asyncio_bridge import attach as bridge_attach
+    from asyncio_compat.asyncio_bridge import run_map
+    from asyncio_compat.tk import attach
+
+    attachment = attach(tk_root, socket_map)
+
+    async def bridge_while_tk() -> None:
+        with pytest.raises(RuntimeError, match="already served by another event loop"):
+            bridge_attach(socket_map)
+        with pytest.raises(RuntimeError, match="already served by another event loop"):
+            await run_map(socket_map)
+
+    try:
+        asyncio.run(bridge_while_tk())
+        with pytest.raises(RuntimeError, match="already served by another event loop"):
+            attach(tk_root, socket_map)
+    finally:
+        attachment.detach()
+
+    async def tk_while_bridge() -> None:
+        bridge = bridge_attach(socket_map)
+        try:
+            with pytest.raises(RuntimeError, match="already served by another event loop"):
+                attach(tk_root, socket_map)
+        finally:
+            bridge.detach()
+
+    asyncio.run(tk_while_bridge())
+
+    async def leave_attached() -> None:
+        bridge_attach(socket_map)
+
+    asyncio.run(leave_attached())
+    attach(tk_root, socket_map).detach()  # a bridge whose event loop closed lets the map go

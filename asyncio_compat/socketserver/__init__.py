@@ -6,14 +6,20 @@ servers and request handlers run unchanged.  What differs is underneath:
 
 * ``serve_forever()`` and ``handle_request()`` wait on a backend of the
   ``pollers`` package: the process default (see
-  :func:`asyncio_compat.set_default_poller`), or the one named by the
-  server's ``poller`` attribute or constructor keyword;
+  :func:`asyncio_compat.set_default_poller`), or the one given by the
+  constructor's ``poller`` keyword or :func:`set_poller`;
 * ``shutdown()`` wakes the serving loop at once instead of waiting for the
   next ``poll_interval`` tick; it still blocks until ``serve_forever()``
   has returned, and it still deadlocks when called from the serving thread
   itself, as CPython documents;
-* :meth:`BaseServer.attach` puts a server into an asyncore socket map, so one
+* :func:`attach` puts a server into an asyncore socket map, so one
   ``asyncore.loop()`` serves it beside dispatchers.
+
+The classes add no public attribute or method to CPython's: these
+extensions are functions of this module that take the server
+(:func:`attach`, :func:`detach`, :func:`is_attached`, :func:`set_poller`,
+:func:`get_poller`), and a server keeps their state in one attribute with
+a private (name-mangled) name, so no subclass can collide with them.
 
 Class hierarchy, as in CPython::
 
@@ -38,7 +44,7 @@ import sys
 import threading
 import traceback
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, List, NoReturn, Optional, Set, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, List, NoReturn, Optional, Set, Tuple, Type, TypeVar
 
 from pollers import NVAL, READ, Poller, fd_of
 
@@ -92,6 +98,28 @@ HandlerFactory = Callable[..., Any]
 _ServerT = TypeVar("_ServerT", bound="BaseServer")
 
 
+class _ServerState:
+    """What this module keeps for one server, in its single attribute (see BaseServer.__init__)."""
+
+    __slots__ = ("channel", "poller", "serving")
+
+    def __init__(self, poller: Optional[Type[Poller]]) -> None:
+        self.poller = poller  # the backend to wait on; None: the process default at each wait
+        self.serving = False  # inside serve_forever()
+        self.channel: Optional[ServerChannel] = None  # while attached to a socket map
+
+    def forget_channel(self) -> None:
+        """The channel left its map (``on_detach`` of :class:`ServerChannel`)."""
+        self.channel = None
+
+    def refuse_while_attached(self, server: BaseServer, what: str) -> None:
+        if self.channel is not None:
+            raise RuntimeError(
+                f"{what}() on {server!r}, which is attached to a socket map: the map's loop "
+                "serves it; call socketserver.detach(server) first"
+            )
+
+
 class BaseServer:
     """The request loop shared by every server, independent of sockets.
 
@@ -101,21 +129,15 @@ class BaseServer:
     ``process_request`` (which calls ``finish_request``, instantiating
     ``RequestHandlerClass``), then ``shutdown_request``.
 
-    Class attributes that subclasses or instances may change:
-
-    ``timeout``
-        seconds ``handle_request()`` waits before calling
-        ``handle_timeout()``; None waits for ever.
-    ``poller``
-        the backend ``serve_forever()`` and ``handle_request()`` wait on:
-        a name such as ``"poll"``, a :class:`pollers.Poller` subclass, or
-        None for the process default at the time of each call.
+    ``timeout`` (a class attribute that subclasses or instances may change)
+    is the number of seconds ``handle_request()`` waits before calling
+    ``handle_timeout()``; None waits for ever.  The public names are
+    CPython's; this module's extensions are functions that take the server.
     """
 
     __module__ = "socketserver"
 
     timeout: Optional[float] = None
-    poller: PollerSpec = None
 
     socket: Any  # set by socket-based subclasses
 
@@ -128,15 +150,17 @@ class BaseServer:
     ) -> None:
         """Remember the address and handler class; do not override, extend.
 
-        ``poller`` overrides the class attribute for this server.  Raises
+        ``poller`` is the backend ``serve_forever()`` and
+        ``handle_request()`` wait on: a name such as ``"poll"``, a
+        :class:`pollers.Poller` subclass, or None for the process default
+        at the time of each wait (see :func:`set_poller`).  Raises
         pollers.UnknownPollerError for a backend name that is unknown or not
         available here, and TypeError for a value that is neither a name nor
-        a Poller subclass (the class attribute is checked the same way).
+        a Poller subclass.
         """
-        if poller is not None:
-            self.poller = resolve_poller(poller)
-        elif self.poller is not None:
-            resolve_poller(self.poller)
+        # all of this module's own state, under one name-mangled attribute
+        # (_BaseServer__compat) that no subclass can collide with
+        self.__compat = _ServerState(None if poller is None else resolve_poller(poller))
         self.server_address = server_address
         self.RequestHandlerClass = RequestHandlerClass
         # set when a serve_forever() has ended; shutdown() waits for it.  It
@@ -146,8 +170,6 @@ class BaseServer:
         self.__is_shut_down = threading.Event()
         self.__shutdown_request = False
         self.__waker = ShutdownWaker()
-        self._serving = False
-        self._channel: Optional[ServerChannel] = None
 
     def server_activate(self) -> None:
         """Called by the constructor after binding; does nothing here."""
@@ -160,27 +182,28 @@ class BaseServer:
         ``service_actions()`` runs after every wake-up, which happens at least
         every ``poll_interval`` seconds (None: only when a request comes).
         ``self.timeout`` is not used.  Raises RuntimeError while the server
-        is attached to a socket map, and pollers.UnknownPollerError when the
-        configured backend does not exist.
+        is attached to a socket map (see :func:`attach`), and
+        pollers.UnknownPollerError when the configured backend does not exist.
         """
-        self._refuse_while_attached("serve_forever")
+        compat = self.__compat
+        compat.refuse_while_attached(self, "serve_forever")
         self.__is_shut_down.clear()
-        self._serving = True
+        compat.serving = True
         try:
-            self._serve_until_shutdown(poll_interval)
+            self.__serve_until_shutdown(poll_interval)
         finally:
-            self._serving = False
+            compat.serving = False
             self.__shutdown_request = False
             self.__is_shut_down.set()
 
-    def _serve_until_shutdown(self, poll_interval: Optional[float]) -> None:
-        with self._new_poller() as poller, self.__waker.armed() as wake:
+    def __serve_until_shutdown(self, poll_interval: Optional[float]) -> None:
+        with self.__new_poller() as poller, self.__waker.armed() as wake:
             server_fd = fd_of(self)
             poller.register(server_fd, READ)
             poller.register(wake, READ)
-            while not self._stop_requested():
+            while not self.__stop_requested():
                 ready = poller.poll(poll_interval)
-                if self._stop_requested():
+                if self.__stop_requested():
                     break  # shutdown() during the wait: no more requests
                 flags = fd_reported(ready, server_fd)
                 if flags & NVAL:
@@ -191,7 +214,8 @@ class BaseServer:
                     self._handle_request_noblock()
                 self.service_actions()
 
-    def _stop_requested(self) -> bool:
+    def __stop_requested(self) -> bool:
+        # a call, not the attribute: shutdown() sets it from another thread
         return self.__shutdown_request
 
     def shutdown(self) -> None:
@@ -199,8 +223,10 @@ class BaseServer:
 
         Call it from another thread than the one serving: called from the
         serving thread (for instance from a handler) it waits for itself and
-        never returns, as in CPython.  Called before ``serve_forever()``
-        starts, that call returns at once.
+        never returns, as in CPython.  Called while no ``serve_forever()``
+        runs, it blocks until a later ``serve_forever()`` has started and
+        returned (that one returns at once, having served nothing), as in
+        CPython 3.11 and 3.13.
         """
         self.__shutdown_request = True
         self.__waker.ring()
@@ -209,7 +235,7 @@ class BaseServer:
     def service_actions(self) -> None:
         """Periodic work; called by the serving loop after each wake-up.
 
-        Also called by a server attached to a socket map (see :meth:`attach`).
+        Also called by a server attached to a socket map (see :func:`attach`).
         Does nothing here; ForkingMixIn reaps its children in it.
         """
 
@@ -221,16 +247,16 @@ class BaseServer:
         server is attached to a socket map, ValueError when its socket is
         closed, and whatever a handler raises that is not an Exception.
         """
-        self._refuse_while_attached("handle_request")
-        timeout = self._request_timeout()
-        with self._new_poller() as poller:
+        self.__compat.refuse_while_attached(self, "handle_request")
+        timeout = self.__request_timeout()
+        with self.__new_poller() as poller:
             arrived = wait_for_request(poller, self, timeout)
         if arrived:
             self._handle_request_noblock()
         else:
             self.handle_timeout()
 
-    def _request_timeout(self) -> Optional[float]:
+    def __request_timeout(self) -> Optional[float]:
         # socket.settimeout() predates self.timeout as the way to bound
         # handle_request(), so both are honoured
         sock = getattr(self, "socket", None)
@@ -241,8 +267,8 @@ class BaseServer:
             return float(sock_timeout)
         return float(min(sock_timeout, self.timeout))
 
-    def _new_poller(self) -> Poller:
-        return resolve_poller(self.poller)()
+    def __new_poller(self) -> Poller:
+        return resolve_poller(self.__compat.poller)()
 
     def _handle_request_noblock(self) -> None:
         """Take one request that is known to be waiting, verify it and process it.
@@ -262,11 +288,11 @@ class BaseServer:
             self.shutdown_request(request)
             raise
         if accepted:
-            self._process_guarded(request, client_address)
+            self.__process_guarded(request, client_address)
         else:
             self.shutdown_request(request)
 
-    def _process_guarded(self, request: Request, client_address: Any) -> None:
+    def __process_guarded(self, request: Request, client_address: Any) -> None:
         try:
             self.process_request(request, client_address)
             return
@@ -277,18 +303,6 @@ class BaseServer:
             raise
         # process_request() failed, and may not have closed the request
         self.shutdown_request(request)
-
-    def _finish_or_report(self, request: Request, client_address: Any) -> bool:
-        """Run ``finish_request``; False (after ``handle_error``) when it raised an Exception.
-
-        Used by the mix-ins in their threads and children.
-        """
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-            return False
-        return True
 
     # -- hooks ---------------------------------------------------------------
 
@@ -317,7 +331,7 @@ class BaseServer:
 
     def server_close(self) -> None:
         """Release the server's resources; detaches it from a socket map."""
-        self.detach()
+        detach(self)
 
     def finish_request(self, request: Request, client_address: Any) -> None:
         """Handle the request by instantiating ``RequestHandlerClass``."""
@@ -342,65 +356,116 @@ class BaseServer:
         traceback.print_exc()
         print(rule, file=sys.stderr)
 
-    # -- sharing an asyncore loop ---------------------------------------------
-
-    def attach(self, map: Optional[Any] = None, poll_interval: float = 0.5) -> ServerChannel:
-        """Serve this server from ``asyncore.loop()`` on ``map`` (default: asyncore's).
-
-        Returns the :class:`ServerChannel` put in the map: whenever the
-        server's socket is readable, the loop handles one request, in the
-        loop's thread unless a mix-in hands it to a thread or a process.
-        ``service_actions()`` runs after each request and, when a subclass
-        overrides it, every ``poll_interval`` seconds on the loop's timers.
-        The server's ``poller`` setting does not apply: the loop's backend does.
-
-        Raises RuntimeError when the server is already attached or inside
-        ``serve_forever()``, ValueError when its socket is closed,
-        TypeError/ValueError when ``poll_interval`` is not a positive number
-        of seconds.
-        """
-        if self._channel is not None:
-            raise RuntimeError(f"{self!r} is already attached to a socket map")
-        if self._serving:
-            raise RuntimeError(f"{self!r} is running serve_forever(); shut it down before attach()")
-        poll_interval = seconds(poll_interval, "poll_interval", positive=True)
-        # the default service_actions() does nothing: no need to wake the loop for it
-        periodic = type(self).service_actions is not BaseServer.service_actions
-        interval = poll_interval if periodic else None
-        self._channel = ServerChannel(self, map, interval, self._forget_channel)
-        return self._channel
-
-    def detach(self) -> None:
-        """Take the server out of the socket map it was attached to.
-
-        The server's socket stays open.  Does nothing when not attached.
-        Call it from the loop's thread or while no loop runs on that map.
-        """
-        # getattr: server_close() may run on a server whose __init__ failed early
-        channel = getattr(self, "_channel", None)
-        if channel is not None:
-            channel.detach()
-
-    @property
-    def attached(self) -> bool:
-        """True while the server sits in a socket map (see :meth:`attach`)."""
-        return self._channel is not None
-
-    def _forget_channel(self) -> None:
-        self._channel = None
-
-    def _refuse_while_attached(self, what: str) -> None:
-        if self._channel is not None:
-            raise RuntimeError(
-                f"{what}() on a server attached to a socket map: the map's loop serves it; "
-                "call detach() first"
-            )
-
     def __enter__(self: _ServerT) -> _ServerT:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.server_close()
+
+
+def _finish_or_report(server: BaseServer, request: Request, client_address: Any) -> bool:
+    """Run ``finish_request``; False (after ``handle_error``) when it raised an Exception.
+
+    Used by the mix-ins in their threads and children.
+    """
+    try:
+        server.finish_request(request, client_address)
+    except Exception:
+        server.handle_error(request, client_address)
+        return False
+    return True
+
+
+# -- this module's extensions: functions that take the server --------------------------
+
+
+# How Python spells BaseServer's ``self.__compat`` (this module's own state)
+# outside the class body, where name mangling does not apply.
+_STATE_ATTRIBUTE = "_BaseServer__compat"
+
+
+def _state_of(server: BaseServer) -> _ServerState:
+    """The state BaseServer.__init__ stored under its name-mangled attribute.
+
+    Raises TypeError for an object that is not one of this module's servers
+    (or whose ``BaseServer.__init__`` has not run).
+    """
+    state = getattr(server, _STATE_ATTRIBUTE, None)
+    if not isinstance(state, _ServerState):
+        raise TypeError(
+            f"{server!r} is not a server of asyncio_compat.socketserver "
+            "(or BaseServer.__init__ has not run on it)"
+        )
+    return state
+
+
+def attach(server: BaseServer, map: Optional[Any] = None, poll_interval: float = 0.5) -> ServerChannel:
+    """Serve ``server`` from ``asyncore.loop()`` on ``map`` (default: asyncore's).
+
+    Returns the :class:`ServerChannel` put in the map: whenever the
+    server's socket is readable, the loop handles one request, in the
+    loop's thread unless a mix-in hands it to a thread or a process.
+    ``service_actions()`` runs after each request and, when the server's
+    class overrides it, every ``poll_interval`` seconds on the loop's
+    timers.  The server's poller setting does not apply: the loop's
+    backend does.  ``server_close()`` detaches the server.
+
+    Raises RuntimeError when the server is already attached or inside
+    ``serve_forever()``, ValueError when its socket is closed,
+    TypeError/ValueError when ``poll_interval`` is not a positive number of
+    seconds, TypeError when ``server`` is not a server of this module.
+    """
+    state = _state_of(server)
+    if state.channel is not None:
+        raise RuntimeError(f"{server!r} is already attached to a socket map")
+    if state.serving:
+        raise RuntimeError(f"{server!r} is running serve_forever(); shut it down before attach()")
+    poll_interval = seconds(poll_interval, "poll_interval", positive=True)
+    # the default service_actions() does nothing: no need to wake the loop for it
+    periodic = type(server).service_actions is not BaseServer.service_actions
+    interval = poll_interval if periodic else None
+    state.channel = ServerChannel(server, map, interval, state.forget_channel)
+    return state.channel
+
+
+def detach(server: BaseServer) -> None:
+    """Take ``server`` out of the socket map :func:`attach` put it in.
+
+    The server's socket stays open.  Does nothing when not attached (nor
+    for a server whose ``__init__`` failed before setting it up).  Call it
+    from the loop's thread or while no loop runs on that map.
+    """
+    state = getattr(server, _STATE_ATTRIBUTE, None)
+    if isinstance(state, _ServerState) and state.channel is not None:
+        state.channel.detach()
+
+
+def is_attached(server: BaseServer) -> bool:
+    """True while ``server`` sits in a socket map (see :func:`attach`).
+
+    Raises TypeError when ``server`` is not a server of this module.
+    """
+    return _state_of(server).channel is not None
+
+
+def set_poller(server: BaseServer, poller: PollerSpec) -> None:
+    """Make ``serve_forever()`` and ``handle_request()`` wait on ``poller`` from their next call.
+
+    ``poller`` is a backend name, a :class:`pollers.Poller` subclass, or
+    None for the process default at the time of each wait (the same as the
+    constructor's ``poller`` keyword).  Raises pollers.UnknownPollerError
+    for an unknown or unavailable name, TypeError for anything else or when
+    ``server`` is not a server of this module.
+    """
+    _state_of(server).poller = None if poller is None else resolve_poller(poller)
+
+
+def get_poller(server: BaseServer) -> Optional[Type[Poller]]:
+    """The backend class ``server`` waits on, or None for the process default.
+
+    Raises TypeError when ``server`` is not a server of this module.
+    """
+    return _state_of(server).poller
 
 
 class TCPServer(BaseServer):
@@ -465,7 +530,7 @@ class TCPServer(BaseServer):
 
     def server_close(self) -> None:
         """Detach from a socket map if attached, and close the listening socket."""
-        self.detach()
+        detach(self)
         self.socket.close()
 
     def fileno(self) -> int:
@@ -552,10 +617,10 @@ if _HAS_FORK:
             """Reap exited children; with ``blocking``, wait for all of them."""
             if self.active_children is None:
                 return
-            self._reap_down_to_limit(self.active_children)
-            self._reap_each(self.active_children, blocking)
+            self.__reap_down_to_limit(self.active_children)
+            self.__reap_each(self.active_children, blocking)
 
-        def _reap_down_to_limit(self, children: Set[int]) -> None:
+        def __reap_down_to_limit(self, children: Set[int]) -> None:
             # waitpid(-1) reaps any child, one call per exit instead of one per
             # child, but may reap children we did not fork: only past the limit
             while len(children) >= self.max_children:
@@ -569,7 +634,7 @@ if _HAS_FORK:
                     children.discard(pid)
 
         @staticmethod
-        def _reap_each(children: Set[int], blocking: bool) -> None:
+        def __reap_each(children: Set[int], blocking: bool) -> None:
             options = 0 if blocking else os.WNOHANG
             for pid in list(children):
                 try:
@@ -598,7 +663,7 @@ if _HAS_FORK:
             """
             pid = os.fork()
             if pid == 0:
-                self._run_child(request, client_address)
+                self.__run_child(request, client_address)
             children = self.active_children
             if children is None:
                 children = self.active_children = set()
@@ -606,12 +671,12 @@ if _HAS_FORK:
             # the child has its own copy of the connection; the parent's goes
             self.close_request(request)
 
-        def _run_child(self, request: Request, client_address: Any) -> NoReturn:
+        def __run_child(self, request: Request, client_address: Any) -> NoReturn:
             # os._exit, never a return or an exception: the child must not go
             # back into the parent's serving loop (or its test runner)
             status = 1
             try:
-                if self._finish_or_report(request, client_address):
+                if _finish_or_report(self, request, client_address):
                     status = 0
             finally:
                 try:
@@ -680,7 +745,7 @@ class ThreadingMixIn(_MixInBase):
         ``threading.excepthook``.
         """
         try:
-            self._finish_or_report(request, client_address)
+            _finish_or_report(self, request, client_address)
         finally:
             self.shutdown_request(request)
 

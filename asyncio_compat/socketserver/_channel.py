@@ -1,6 +1,6 @@
 """A socketserver server as one channel of an asyncore socket map.
 
-:meth:`socketserver.BaseServer.attach` creates a :class:`ServerChannel`, so
+:func:`socketserver.attach` creates a :class:`ServerChannel`, so
 that one ``asyncore.loop()`` call serves a ``TCPServer`` (or any server) and
 ordinary dispatchers together.  The channel is readable while attached and
 never writable; each read event is one ``_handle_request_noblock()`` of the
@@ -32,7 +32,7 @@ from ..asyncore import dispatcher
 class ServerChannel(dispatcher):
     """The dispatcher that stands for an attached server in a socket map.
 
-    Created by ``server.attach()``; ``detach()`` (or ``close()``, which
+    Created by ``socketserver.attach(server)``; ``detach()`` (or ``close()``, which
     ``asyncore.close_all()`` calls) takes it out of the map and leaves the
     server's socket open: the server owns it.  A hang-up, an error or a
     socket closed behind the loop's back detaches the server.  An exception
