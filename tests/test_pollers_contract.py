@@ -468,6 +468,8 @@ class Contract:
     def test_unregister_reraises_other_errors(
         self, backend: Backend, spied: Tuple[Poller, SyscallSpy], pair: Pair, code: int
     ) -> None:
+        if backend.label == "epoll" and code == errno.EPERM:
+            pytest.skip("epoll: EPERM means the number is a regular file now (test_pollers_epoll.py)")
         p, spy = spied
         p.register(pair[0], READ)
         spy.fail_next(backend.unregister_kind, code)
