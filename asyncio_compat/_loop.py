@@ -382,17 +382,16 @@ class MapLoop:
         self._sync_fds(set(fds), polled_asked_next=False)
 
     def _sync_fds(self, fds: Set[int], polled_asked_next: bool) -> None:
-        # Take a snapshot and clear() rather than pop(): set.pop() scans the
+        # Take a snapshot and remove it rather than pop(): set.pop() scans the
         # hash table from a moving finger, and a set that once held 10,000
-        # fds keeps a table that size, making each pop cost ~20 us.
+        # fds keeps a table that size, making each pop cost ~20 us;
+        # difference_update() resizes the table when it leaves it mostly
+        # empty.  Not clear(): a signal handler may add an fd after list().
         socket_map = self.map
         polled = self.polled
         while fds:
             batch = list(fds)
-            # not clear(): a signal handler may add an fd after list() returns
             fds.difference_update(batch)
-            if not fds:
-                fds.clear()  # shrinks the table (no call in between: no handler)
             for fd in batch:
                 obj = socket_map.get(fd)
                 if type(fd) is not int:
@@ -410,7 +409,8 @@ class MapLoop:
     def _sync_key(self, key: object, obj: Optional[Channel]) -> None:
         if obj is None:
             fd = self.fd_for_key.get(key)
-            if fd is not None:
+            # the fd may belong to a newcomer already, keyed otherwise
+            if fd is not None and self.key_of.get(fd) is key:
                 self._drop(fd)
         else:
             self._refresh_by_key(key, obj)
@@ -503,11 +503,14 @@ class MapLoop:
         Done before the close because epoll keeps the registration of a
         closed socket that a forked child (or a dup) still holds, and would
         report that socket's events under the number of whoever gets it
-        next.  Never raises: what cannot be undone now (a closed poller,
-        another thread at work on it) is done by the next pass.
+        next.  The bookkeeping is left to the next pass, which sees the map
+        changed: a signal handler may call this in the middle of the
+        registration of that very fd.  Never raises: what cannot be undone
+        now (a closed poller, another thread at work on it) is done by the
+        next pass.
         """
         try:
-            self._drop(fd)
+            self.poller.discard(fd)
         except (OSError, ValueError, KeyError):
             pass
 
@@ -896,8 +899,9 @@ def forget(socket_map: ChannelMap) -> None:
     if state is None or state.running:
         return
     if not state.timers.keeps_loop_running() and not state.pinned:
-        del _LOOPS[id(socket_map)]
-        state.close()
+        # pop, not del: a signal handler may forget() this map meanwhile
+        if _LOOPS.pop(id(socket_map), None) is state:
+            state.close()
 
 
 def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
