@@ -898,10 +898,13 @@ def forget(socket_map: ChannelMap) -> None:
     state = _LOOPS.get(id(socket_map))
     if state is None or state.running:
         return
-    if not state.timers.keeps_loop_running() and not state.pinned:
-        # pop, not del: a signal handler may forget() this map meanwhile
-        if _LOOPS.pop(id(socket_map), None) is state:
-            state.close()
+    # pop, not del: a signal handler may forget() this map meanwhile
+    if (
+        not state.timers.keeps_loop_running()
+        and not state.pinned
+        and _LOOPS.pop(id(socket_map), None) is state
+    ):
+        state.close()
 
 
 def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
