@@ -427,9 +427,8 @@ def _attack_every_instruction(poller_name: str, handler_name: str, map_kind: typ
             scene.open(Polled)
             run(scene.map, poller_name, timeout=0.0)  # registered, data delivered
             scene.open()  # an event pending for the attacked pass
-            seen = _run_with_handler_at(
-                target, getattr(scene, handler_name), functools.partial(run, scene.map, poller_name, timeout=0.0)
-            )
+            attacked_pass = functools.partial(run, scene.map, poller_name, timeout=0.0)
+            seen = _run_with_handler_at(target, getattr(scene, handler_name), attacked_pass)
             counted = seen if counted is None else counted
             serve_until(scene.map, poller_name, scene.all_served)
             assert scene.errors == [], f"handler at point {target}: {scene.errors}"
