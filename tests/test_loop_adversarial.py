@@ -30,9 +30,13 @@ from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
+from fakes import install_devpoll, install_kqueue
+from fakes.support import quick
 from helpers import Sockets, release_map
 
 import pollers
+from pollers._devpoll import DevpollPoller
+from pollers._kqueue import KqueuePoller
 from asyncio_compat import SocketMap, _delivery, _loop, asyncore
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.posix_only("fd numbers, dup2() and signals")]
@@ -91,15 +95,31 @@ def file_at(fd: int) -> int:
     return fd
 
 
-def run(socket_map: Map, poller_name: str, count: int = 1, timeout: float = 0.05) -> None:
+def run(socket_map: Map, poller_name: Any, count: int = 1, timeout: float = 0.05) -> None:
     asyncore.loop(timeout=timeout, map=socket_map, count=count, poller=poller_name)
 
 
-def serve_until(socket_map: Map, poller_name: str, done: Callable[[], bool], seconds: float = 10.0) -> None:
+def serve_until(socket_map: Map, poller_name: Any, done: Callable[[], bool], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not done():
         assert time.monotonic() < deadline, "the condition was not reached in time"
         run(socket_map, poller_name)
+
+
+@pytest.fixture(params=[*pollers.PREFERENCE, "kqueue-fake", "devpoll-fake"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Each available backend by name, and kqueue and /dev/poll over the fakes
+    of tests/fakes (their kernels do not exist here), as classes."""
+    name = str(request.param)
+    if name == "kqueue-fake":
+        install_kqueue(monkeypatch)
+        return quick(KqueuePoller)
+    if name == "devpoll-fake":
+        install_devpoll(monkeypatch)
+        return quick(DevpollPoller)
+    if name not in pollers.available():
+        pytest.skip(f"{name} poller not available on this platform")
+    return name
 
 
 @pytest.fixture
@@ -114,12 +134,12 @@ def every_pass_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
 @SOCKET_MAP_KINDS
 @pytest.mark.parametrize("how", ["close()", "behind the loop"])
 def test_a_regular_file_taking_a_closed_channels_fd(
-    poller_name: str, socket_map: Map, sockets: Sockets, how: str
+    backend: Any, socket_map: Map, sockets: Sockets, how: str
 ) -> None:
     errors: List[str] = []
     keeper = Peer(sockets.pair()[0], socket_map, errors)  # keeps loop() going
     doomed = Peer(sockets.pair()[0], socket_map, errors)
-    run(socket_map, poller_name)  # both registered
+    run(socket_map, backend)  # both registered
     fd = doomed.socket.fileno()
     if how == "close()":
         doomed.close()
@@ -129,13 +149,13 @@ def test_a_regular_file_taking_a_closed_channels_fd(
     file_at(fd)  # a log reopened, a file served: same number
     try:
         sockets[1].send(b"later")  # keeper's peer
-        serve_until(socket_map, poller_name, lambda: keeper.got == b"later")
+        serve_until(socket_map, backend, lambda: keeper.got == b"later")
     finally:
         os.close(fd)
     assert errors == []
 
 
-def test_a_regular_file_taking_the_fd_inside_a_handler(poller_name: str, sockets: Sockets) -> None:
+def test_a_regular_file_taking_the_fd_inside_a_handler(backend: Any, sockets: Sockets) -> None:
     errors: List[str] = []
     files: List[int] = []
 
@@ -151,11 +171,11 @@ def test_a_regular_file_taking_the_fd_inside_a_handler(poller_name: str, sockets
     try:
         keeper = Peer(sockets.pair()[0], target, errors)
         ReopensLog(sockets.pair()[0], target, errors)
-        run(target, poller_name)
+        run(target, backend)
         sockets[-1].send(b"x")  # the handler runs: closes, a file takes its fd
-        serve_until(target, poller_name, lambda: bool(files))
+        serve_until(target, backend, lambda: bool(files))
         sockets[1].send(b"still served")
-        serve_until(target, poller_name, lambda: keeper.got == b"still served")
+        serve_until(target, backend, lambda: keeper.got == b"still served")
     finally:
         for fd in files:
             os.close(fd)
@@ -166,13 +186,13 @@ def test_a_regular_file_taking_the_fd_inside_a_handler(poller_name: str, sockets
 @SOCKET_MAP_KINDS
 @pytest.mark.parametrize("holder", ["dup", "fork"])
 def test_a_closed_socket_kept_open_elsewhere_reports_nothing_to_its_successor(
-    poller_name: str, socket_map: Map, sockets: Sockets, holder: str
+    backend: Any, socket_map: Map, sockets: Sockets, holder: str
 ) -> None:
     errors: List[str] = []
     Peer(sockets.pair()[0], socket_map, errors)  # keeps loop() going
     old, old_peer = sockets.pair()
     doomed = Peer(old, socket_map, errors)
-    run(socket_map, poller_name)
+    run(socket_map, backend)
     fd = old.fileno()
     child = 0
     if holder == "dup":
@@ -189,10 +209,10 @@ def test_a_closed_socket_kept_open_elsewhere_reports_nothing_to_its_successor(
     try:
         doomed.close()
         successor = Peer(pair_at(sockets, fd)[0], socket_map, errors)
-        run(socket_map, poller_name)  # the successor registered under the old number
+        run(socket_map, backend)  # the successor registered under the old number
         old_peer.send(b"for the old connection")  # ready on the old socket only
         for _ in range(5):
-            run(socket_map, poller_name, timeout=0.02)
+            run(socket_map, backend, timeout=0.02)
         assert errors == []
         assert successor.got == b"" and successor.socket is not None and socket_map.get(fd) is successor
     finally:
@@ -201,7 +221,7 @@ def test_a_closed_socket_kept_open_elsewhere_reports_nothing_to_its_successor(
             os.waitpid(child, 0)
 
 
-def test_a_dup_alive_after_a_close_behind_the_loop(poller_name: str, sockets: Sockets) -> None:
+def test_a_dup_alive_after_a_close_behind_the_loop(backend: Any, sockets: Sockets) -> None:
     # the unregister comes after the close: the poller must still never
     # report the old socket under the successor's number
     errors: List[str] = []
@@ -210,7 +230,7 @@ def test_a_dup_alive_after_a_close_behind_the_loop(poller_name: str, sockets: So
         Peer(sockets.pair()[0], socket_map, errors)
         old, old_peer = sockets.pair()
         doomed = Peer(old, socket_map, errors)
-        run(socket_map, poller_name)
+        run(socket_map, backend)
         fd = old.fileno()
         kept = os.dup(fd)
         try:
@@ -219,7 +239,7 @@ def test_a_dup_alive_after_a_close_behind_the_loop(poller_name: str, sockets: So
             successor = Peer(pair_at(sockets, fd)[0], socket_map, errors)
             old_peer.send(b"for the old connection")
             for _ in range(5):
-                run(socket_map, poller_name, timeout=0.02)
+                run(socket_map, backend, timeout=0.02)
         finally:
             os.close(kept)
         assert errors == [] and successor.got == b"" and socket_map.get(fd) is successor
@@ -395,7 +415,7 @@ class Scene:
             if len(self.files) > 20:
                 os.close(self.files.pop(0))
 
-    def check_registrations(self, poller_name: str) -> None:
+    def check_registrations(self, poller_name: Any) -> None:
         """After a pass, the poller watches the map's channels and nothing else."""
         run(self.map, poller_name, timeout=0.0)
         state = _loop.existing_loop(self.map)
@@ -415,7 +435,7 @@ class Scene:
 HANDLERS = ["close_all_and_reopen", "swap", "file_takes_fd"]
 
 
-def _attack_every_instruction(poller_name: str, handler_name: str, map_kind: type, stride: int) -> int:
+def _attack_every_instruction(poller_name: Any, handler_name: str, map_kind: type, stride: int) -> int:
     """For every k (by ``stride``): a fresh scene, one pass with the handler
     run at the k-th bytecode, then every live channel must get its data."""
     target = 1
@@ -443,14 +463,14 @@ def _attack_every_instruction(poller_name: str, handler_name: str, map_kind: typ
 @pytest.mark.parametrize("map_kind", [SocketMap, dict], ids=["SocketMap", "dict"])
 @pytest.mark.parametrize("handler_name", HANDLERS)
 def test_a_signal_handler_at_any_instruction_of_a_pass(
-    poller_name: str, handler_name: str, map_kind: type, every_pass_sweeps: None
+    backend: Any, handler_name: str, map_kind: type, every_pass_sweeps: None
 ) -> None:
-    counted = _attack_every_instruction(poller_name, handler_name, map_kind, stride=1)
+    counted = _attack_every_instruction(backend, handler_name, map_kind, stride=1)
     assert counted > 100  # the tracer did see the pass
 
 
 def test_a_signal_handler_during_the_closed_fd_sweep(
-    poller_name: str, sockets: Sockets, every_pass_sweeps: None, monkeypatch: pytest.MonkeyPatch
+    backend: Any, sockets: Sockets, every_pass_sweeps: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the sweep's fstat() of each fd, where a handler's close() -> wake()
     # registers the wake pipe in the very table being swept
@@ -458,7 +478,7 @@ def test_a_signal_handler_during_the_closed_fd_sweep(
     try:
         for _ in range(4):
             scene.open()
-        run(scene.map, poller_name, timeout=0.0)
+        run(scene.map, backend, timeout=0.0)
         real_fstat = os.fstat
         calls = 0
 
@@ -470,9 +490,9 @@ def test_a_signal_handler_during_the_closed_fd_sweep(
             return real_fstat(fd)
 
         monkeypatch.setattr(os, "fstat", fstat_with_a_signal)
-        run(scene.map, poller_name, timeout=0.05)
+        run(scene.map, backend, timeout=0.05)
         monkeypatch.setattr(os, "fstat", real_fstat)
-        serve_until(scene.map, poller_name, scene.all_served)
+        serve_until(scene.map, backend, scene.all_served)
         assert scene.errors == []
     finally:
         scene.close()
@@ -509,7 +529,7 @@ def test_select_ebadf_twice_in_one_wait(sockets: Sockets, monkeypatch: pytest.Mo
 
 @pytest.mark.timeout(60)
 def test_signals_at_a_high_rate_closing_and_reopening(
-    poller_name: str, sockets: Sockets, every_pass_sweeps: None
+    backend: Any, sockets: Sockets, every_pass_sweeps: None
 ) -> None:
     scene = Scene(SocketMap(), sockets)
     fired = 0
@@ -535,9 +555,9 @@ def test_signals_at_a_high_rate_closing_and_reopening(
         signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
-            run(scene.map, poller_name, count=50, timeout=0.001)
+            run(scene.map, backend, count=50, timeout=0.001)
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        serve_until(scene.map, poller_name, scene.all_served)
+        serve_until(scene.map, backend, scene.all_served)
         assert fired > 20 and scene.errors == []
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
@@ -573,21 +593,21 @@ def test_a_map_keyed_by_socket_objects(poller_name: str, sockets: Sockets, drive
     assert errors == []
 
 
-def test_a_socket_keyed_channel_leaving_and_its_fd_reused(poller_name: str, sockets: Sockets) -> None:
+def test_a_socket_keyed_channel_leaving_and_its_fd_reused(backend: Any, sockets: Sockets) -> None:
     errors: List[str] = []
     first, first_peer = sockets.pair()
     keyed: Map = SocketMap()
     try:
         old = Peer(first, {}, errors)
         keyed[first] = old
-        run(keyed, poller_name, timeout=0.0)
+        run(keyed, backend, timeout=0.0)
         fd = first.fileno()
         del keyed[first]
         first.close()
         placed, placed_peer = pair_at(sockets, fd)
         successor = Peer(placed, keyed, errors)  # keyed by its fd number
         placed_peer.send(b"new")
-        serve_until(keyed, poller_name, lambda: successor.got == b"new")
+        serve_until(keyed, backend, lambda: successor.got == b"new")
         assert old.got == b"" and errors == []
     finally:
         release_map(keyed)
