@@ -77,6 +77,8 @@ class Polled(Peer):
 def pair_at(sockets: Sockets, fd: int) -> Tuple[socket.socket, socket.socket]:
     """A socketpair placed at fd number ``fd``: (the end at ``fd``, its peer)."""
     mine, peer = sockets.pair()
+    if peer.fileno() == fd:  # the pair took the free number: it is symmetric
+        mine, peer = peer, mine
     if mine.fileno() != fd:
         os.dup2(mine.fileno(), fd)
         mine.close()
