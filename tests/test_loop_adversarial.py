@@ -127,7 +127,9 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def every_pass_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
     """epoll/kqueue: the closed-fd sweep runs on every wait (its widest window)."""
-    monkeypatch.setattr(pollers._base.SweepingPoller, "sweep_interval", 0.0)
+    for name in pollers.available():
+        if hasattr(pollers.get(name), "sweep_interval"):
+            monkeypatch.setattr(pollers.get(name), "sweep_interval", 0.0)
 
 
 # -- fd numbers reused behind the loop ------------------------------------------------
@@ -469,6 +471,28 @@ def test_a_signal_handler_at_any_instruction_of_a_pass(
 ) -> None:
     counted = _attack_every_instruction(backend, handler_name, map_kind, stride=1)
     assert counted > 100  # the tracer did see the pass
+
+
+def test_close_all_and_reopen_between_two_passes(backend: Any, sockets: Sockets) -> None:
+    # loop() holds the map's MapLoop across its passes; a handler landing
+    # between two of them empties the map (forget() closes that MapLoop)
+    # and fills it again before loop() runs the next pass on it
+    scene = Scene(SocketMap(), sockets)
+    try:
+        scene.open()
+        run(scene.map, backend, timeout=0.0)
+        state = _loop.existing_loop(scene.map)
+        assert state is not None
+        scene.close_all_and_reopen()
+        assert _loop.existing_loop(scene.map) is None  # released: the map was empty
+        deadline = time.monotonic() + 10
+        while not scene.all_served():
+            assert time.monotonic() < deadline
+            state.run_pass(0.05)  # what loop() does next, on the MapLoop it holds
+        assert _loop.existing_loop(scene.map) is state and scene.errors == []
+        scene.check_registrations(backend)
+    finally:
+        scene.close()
 
 
 def test_a_signal_handler_during_the_closed_fd_sweep(
