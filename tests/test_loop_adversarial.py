@@ -18,14 +18,15 @@ from __future__ import annotations
 import dis
 import functools
 import os
-import select
-import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 import traceback
+from select import select as real_select
+from signal import ITIMER_REAL, SIGALRM, setitimer
+from signal import signal as set_handler
+from threading import Event, Thread, current_thread, main_thread
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -35,9 +36,9 @@ from fakes.support import quick
 from helpers import Sockets, release_map
 
 import pollers
+from asyncio_compat import SocketMap, _delivery, _loop, asyncore
 from pollers._devpoll import DevpollPoller
 from pollers._kqueue import KqueuePoller
-from asyncio_compat import SocketMap, _delivery, _loop, asyncore
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.posix_only("fd numbers, dup2() and signals")]
 
@@ -263,14 +264,14 @@ class Listener(asyncore.dispatcher):
         self.listen(5)
 
 
-def _loop_in_thread(socket_map: Map, poller_name: str, failures: List[BaseException]) -> threading.Thread:
+def _loop_in_thread(socket_map: Map, poller_name: str, failures: List[BaseException]) -> Thread:
     def serve() -> None:
         try:
             asyncore.loop(timeout=0.01, map=socket_map, poller=poller_name)
         except BaseException as exc:  # recorded for the test to report
             failures.append(exc)
 
-    thread = threading.Thread(target=serve)
+    thread = Thread(target=serve)
     thread.start()
     return thread
 
@@ -283,11 +284,11 @@ def test_close_from_another_thread_while_the_loop_ends(
     socket_map: Map = SocketMap()
     server = Listener(socket_map)
     failures: List[BaseException] = []
-    loop_done = threading.Event()
+    loop_done = Event()
     real_pipe = os.pipe
 
     def slow_pipe() -> Any:
-        if threading.current_thread() is threading.main_thread():
+        if current_thread() is main_thread():
             loop_done.wait(1.0)  # the loop thread ends meanwhile (or waits for us)
         return real_pipe()
 
@@ -298,7 +299,7 @@ def test_close_from_another_thread_while_the_loop_ends(
         while not (_loop.existing_loop(socket_map) or failures):
             assert time.monotonic() < deadline
             time.sleep(0.001)
-        watcher = threading.Thread(target=lambda: (thread.join(), loop_done.set()))
+        watcher = Thread(target=lambda: (thread.join(), loop_done.set()))
         watcher.start()
         server.close()  # never raises, and closes the socket
         assert server.socket.fileno() == -1
@@ -536,7 +537,6 @@ def test_select_ebadf_twice_in_one_wait(sockets: Sockets, monkeypatch: pytest.Mo
         for channel in scene.channels:
             channel.got.clear()
             scene.sockets[scene.sockets.index(channel.socket) + 1].send(b"data for %d" % id(channel))
-        real_select = select.select
         handlers = [scene.channels[0].socket.close, scene.channels[1].socket.close]
 
         def select_with_signals(*args: Any) -> Any:
@@ -544,9 +544,9 @@ def test_select_ebadf_twice_in_one_wait(sockets: Sockets, monkeypatch: pytest.Mo
                 handlers.pop(0)()
             return real_select(*args)
 
-        monkeypatch.setattr(select, "select", select_with_signals)
+        monkeypatch.setattr("select.select", select_with_signals)
         run(scene.map, "select", timeout=0.05)
-        monkeypatch.setattr(select, "select", real_select)
+        monkeypatch.setattr("select.select", real_select)
         serve_until(scene.map, "select", scene.all_served)
         assert scene.errors == [] and scene.live() == [scene.channels[2]]
     finally:
@@ -574,20 +574,20 @@ def test_signals_at_a_high_rate_closing_and_reopening(
         finally:
             busy = False
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
+    previous = set_handler(SIGALRM, on_alarm)
     try:
         for _ in range(5):
             scene.open()
-        signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+        setitimer(ITIMER_REAL, 0.0005, 0.0005)
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
             run(scene.map, backend, count=50, timeout=0.001)
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        setitimer(ITIMER_REAL, 0, 0)
         serve_until(scene.map, backend, scene.all_served)
         assert fired > 20 and scene.errors == []
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, previous)
+        setitimer(ITIMER_REAL, 0, 0)
+        set_handler(SIGALRM, previous)
         scene.close()
 
 
