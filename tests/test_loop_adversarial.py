@@ -343,11 +343,19 @@ _ENGINE_FILES = frozenset(
 _AFTER = ("CALL", "PRECALL", "JUMP_BACKWARD")
 
 
-def _run_with_handler_at(target: int, handler: Callable[[], None], body: Callable[[], None]) -> int:
+def _run_with_handler_at(
+    target: int, handler: Callable[[], None], body: Callable[[], None], warm_up: Callable[[], None]
+) -> int:
     """Run ``body``; at the ``target``-th point of the engine's code where a
     signal handler could run, run ``handler`` (as the signal's handler
-    would).  Returns the number of such points counted."""
+    would).  Returns the number of such points counted.
+
+    ``warm_up`` runs first under the same tracer, counting nothing: CPython
+    3.12+ reports a code object's opcodes only from its second run in a
+    tracing session on.
+    """
     seen = 0
+    armed = False
     previous: Dict[FrameType, str] = {}
 
     def per_opcode(frame: FrameType, event: str, arg: Any) -> Any:
@@ -355,7 +363,7 @@ def _run_with_handler_at(target: int, handler: Callable[[], None], body: Callabl
         if event == "opcode":
             before = previous.get(frame, "RESUME")
             previous[frame] = dis.opname[frame.f_code.co_code[frame.f_lasti]]
-            if before.startswith(_AFTER) or before == "RESUME":
+            if armed and (before.startswith(_AFTER) or before == "RESUME"):
                 seen += 1
                 if seen == target:
                     handler()
@@ -371,6 +379,8 @@ def _run_with_handler_at(target: int, handler: Callable[[], None], body: Callabl
 
     sys.settrace(per_call)
     try:
+        warm_up()
+        armed = True
         body()
     finally:
         sys.settrace(None)
@@ -440,20 +450,39 @@ class Scene:
 HANDLERS = ["close_all_and_reopen", "swap", "file_takes_fd"]
 
 
+def _scene_ready_for_attack(map_kind: type, poller_name: Any) -> Scene:
+    scene = Scene(map_kind(), Sockets())
+    scene.open()
+    scene.open(Polled)
+    run(scene.map, poller_name, timeout=0.0)  # registered, data delivered
+    scene.open()  # an event pending for the attacked pass
+    return scene
+
+
+def _one_pass(scene: Scene, poller_name: Any) -> None:
+    run(scene.map, poller_name, timeout=0.0)
+
+
+def _warm_up(map_kind: type, poller_name: Any) -> None:
+    scene = _scene_ready_for_attack(map_kind, poller_name)
+    try:
+        _one_pass(scene, poller_name)
+    finally:
+        scene.close()
+        scene.sockets.close_all()
+
+
 def _attack_every_instruction(poller_name: Any, handler_name: str, map_kind: type, stride: int) -> int:
     """For every k (by ``stride``): a fresh scene, one pass with the handler
-    run at the k-th bytecode, then every live channel must get its data."""
+    run at the k-th point, then every live channel must get its data."""
+    warm_up = functools.partial(_warm_up, map_kind, poller_name)
     target = 1
     counted = None
     while counted is None or target <= counted:
-        scene = Scene(map_kind(), Sockets())
+        scene = _scene_ready_for_attack(map_kind, poller_name)
         try:
-            scene.open()
-            scene.open(Polled)
-            run(scene.map, poller_name, timeout=0.0)  # registered, data delivered
-            scene.open()  # an event pending for the attacked pass
-            attacked_pass = functools.partial(run, scene.map, poller_name, timeout=0.0)
-            seen = _run_with_handler_at(target, getattr(scene, handler_name), attacked_pass)
+            attacked_pass = functools.partial(_one_pass, scene, poller_name)
+            seen = _run_with_handler_at(target, getattr(scene, handler_name), attacked_pass, warm_up)
             counted = seen if counted is None else counted
             serve_until(scene.map, poller_name, scene.all_served)
             assert scene.errors == [], f"handler at point {target}: {scene.errors}"
