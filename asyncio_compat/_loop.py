@@ -221,8 +221,9 @@ class MapLoop:
     bridge, Tk, TLS, timers): :meth:`run_pass`, :meth:`sync`,
     :meth:`sync_fds`, :meth:`inject`, :meth:`pin`/:meth:`unpin`/:attr:`pinned`,
     :meth:`replace_change_record`, :attr:`tracks_changes`,
-    :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`, and for
-    signals and fork :meth:`watch_fd`/:meth:`unwatch_fd`, :meth:`wake`,
+    :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`,
+    :meth:`release_fd`, and for signals and fork
+    :meth:`watch_fd`/:meth:`unwatch_fd`, :meth:`wake`,
     :meth:`renew_after_fork`.  The bookkeeping attributes below are this
     module's alone.
     """
