@@ -697,8 +697,8 @@ class MapLoop:
         try:
             if self.waiting and self.wake_pipe is None and not self.released:
                 self._add_wake_pipe()
-        except OSError:
-            pass  # no fd left for the pipe
+        except (OSError, ValueError):
+            pass  # no fd left for the pipe, or the poller closed by another path
         finally:
             self.wake_lock.release()
 
@@ -753,10 +753,9 @@ class MapLoop:
         """
         if self.pinned:
             return
-        with self.wake_lock:
-            self._renew_poller()
-
-    def _renew_poller(self) -> None:
+        # a fresh lock: another thread of the parent may have held this one
+        # at the fork, and that thread does not exist here to release it
+        self.wake_lock = threading.RLock()
         self._drop_wake_pipe()  # a fork from a signal handler during the wait
         old = self.poller
         self.poller = type(old)()
