@@ -267,9 +267,13 @@ class dispatcher:
         target = self._map if map is None else map
         fd = self._fileno
         if fd in target:
-            del target[fd]  # type: ignore[arg-type]
-            # ... or close it; unregistered now, before close() closes the socket
-            _loop.channel_moved(target, left=fd)
+            try:
+                del target[fd]  # type: ignore[arg-type]
+            except KeyError:
+                pass  # a signal handler's close_all() took it out meanwhile
+            else:
+                # ... or close it; unregistered now, before close() closes the socket
+                _loop.channel_moved(target, left=fd)
         self._fileno = None
 
     def interest_changed(self) -> None:
