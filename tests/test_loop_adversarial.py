@@ -24,8 +24,6 @@ import tempfile
 import time
 import traceback
 from select import select as real_select
-from signal import ITIMER_REAL, SIGALRM, setitimer
-from signal import signal as set_handler
 from threading import Event, Thread, current_thread, main_thread
 from types import FrameType
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -596,6 +594,9 @@ def test_select_ebadf_twice_in_one_wait(sockets: Sockets, monkeypatch: pytest.Mo
 def test_signals_at_a_high_rate_closing_and_reopening(
     backend: Any, sockets: Sockets, every_pass_sweeps: None
 ) -> None:
+    from signal import ITIMER_REAL, SIGALRM, setitimer  # POSIX names: not at import
+    from signal import signal as set_handler
+
     scene = Scene(SocketMap(), sockets)
     fired = 0
     actions = [scene.close_all_and_reopen, scene.swap, scene.file_takes_fd]
