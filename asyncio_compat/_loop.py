@@ -20,6 +20,7 @@ the same pass never sees the old channel's event.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from errno import EBADF, ENOENT
 from typing import (
@@ -40,7 +41,7 @@ from typing import (
 )
 
 import pollers
-from pollers import NVAL, PRI, READ, WRITE, Poller
+from pollers import NVAL, PRI, READ, WRITE, Poller, fd_of
 
 from . import _debug, _timers
 from ._channel import Channel, InterestFunction
@@ -221,8 +222,9 @@ class MapLoop:
     :meth:`sync_fds`, :meth:`inject`, :meth:`pin`/:meth:`unpin`/:attr:`pinned`,
     :meth:`hold`/:meth:`unhold`,
     :meth:`replace_change_record`, :attr:`tracks_changes`,
-    :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`, and for
-    signals and fork :meth:`watch_fd`/:meth:`unwatch_fd`, :meth:`wake`,
+    :meth:`asks_every_pass`, :meth:`is_registered`, :attr:`timers`,
+    :meth:`release_fd`, and for signals and fork
+    :meth:`watch_fd`/:meth:`unwatch_fd`, :meth:`wake`,
     :meth:`renew_after_fork`.  The bookkeeping attributes below are this
     module's alone.
     """
@@ -267,6 +269,25 @@ class MapLoop:
         # a channel joined or left the map since this pass began (see run_pass)
         self.moved = False
         self.wake_pipe: Optional[Tuple[int, int]] = None  # see wake()
+        # held while the wake pipe or the poller is set up or torn down: a
+        # thread closing a channel wakes the loop while the loop's own thread
+        # may be closing this MapLoop (reentrant: a signal handler may land
+        # inside either)
+        self.wake_lock = threading.RLock()
+        # close() was called (forget()): a pass that still runs on this
+        # MapLoop (a signal handler emptied the map between two passes and
+        # filled it again) takes a fresh poller (see sync)
+        self.released = False
+        # maps keyed by objects with fileno() (3.11's select() took them):
+        # fd -> map key and back, for those keys only
+        self.key_of: Dict[int, object] = {}
+        self.fd_for_key: Dict[object, int] = {}
+        # what delivery reads to check that a channel still owns its fd:
+        # the map itself, or a view by fd while some key is not an int
+        self.lookup: Mapping[int, object] = socket_map
+        self._run_new_loop_hooks()
+
+    def _run_new_loop_hooks(self) -> None:
         for hook in _NEW_LOOP_HOOKS:
             hook(self)
 
@@ -345,6 +366,8 @@ class MapLoop:
         Each channel is asked its interest at most once (3.11 asked once per
         pass; a predicate with a side effect must not see a second call).
         """
+        if self.released:
+            self._reopen()
         if self.tracked:
             # Both tests skip work when nothing changed and no channel is
             # polled, the usual pass: 2,800 of 35,100 instructions per
@@ -355,33 +378,82 @@ class MapLoop:
                 for fd, obj in list(self.polled.items()):
                     self._refresh(fd, obj)
         else:
-            for fd in [fd for fd in self.owners if fd not in self.map]:
-                self._drop(fd)
-            self.dirty.clear()
-            for fd, obj in list(self.map.items()):
-                self._refresh(fd, obj)
+            self._sync_in_full()
+
+    def _sync_in_full(self) -> None:
+        # copies of the tables (list() is one C call): a signal handler or
+        # another thread closing a channel changes them under the loop
+        socket_map = self.map
+        key_of = self.key_of
+        if key_of:
+            gone = [fd for fd in list(self.owners) if key_of.get(fd, fd) not in socket_map]
+        else:
+            gone = [fd for fd in list(self.owners) if fd not in socket_map]
+        for fd in gone:
+            self._drop(fd)
+        self.dirty.clear()
+        for key, obj in list(socket_map.items()):
+            if type(key) is int:
+                self._refresh(key, obj)
+            else:
+                self._refresh_by_key(key, obj)
 
     def sync_fds(self, fds: Iterable[int]) -> None:
         """Bring the poller in line with the map for these fds only, now (even mid-pass)."""
         self._sync_fds(set(fds), polled_asked_next=False)
 
     def _sync_fds(self, fds: Set[int], polled_asked_next: bool) -> None:
-        # Take a snapshot and clear() rather than pop(): set.pop() scans the
+        # Take a snapshot and remove it rather than pop(): set.pop() scans the
         # hash table from a moving finger, and a set that once held 10,000
-        # fds keeps a table that size, making each pop cost ~20 us.
+        # fds keeps a table that size, making each pop cost ~20 us;
+        # difference_update() resizes the table when it leaves it mostly
+        # empty.  Not clear(): a signal handler may add an fd after list().
         socket_map = self.map
         polled = self.polled
         while fds:
             batch = list(fds)
-            fds.clear()
+            fds.difference_update(batch)
             for fd in batch:
                 obj = socket_map.get(fd)
+                if type(fd) is not int:
+                    self._sync_key(fd, obj)
+                    continue
                 if obj is None:
                     self._drop(fd)
                     continue
                 self._own(fd, obj)
                 if not (polled_asked_next and fd in polled):
                     self._apply_interest(fd, obj)
+
+    # -- maps keyed by objects with fileno() --------------------------------
+
+    def _sync_key(self, key: object, obj: Optional[Channel]) -> None:
+        if obj is None:
+            fd = self.fd_for_key.get(key)
+            # the fd may belong to a newcomer already, keyed otherwise
+            if fd is not None and self.key_of.get(fd) is key:
+                self._drop(fd)
+        else:
+            self._refresh_by_key(key, obj)
+
+    def _refresh_by_key(self, key: object, obj: Channel) -> None:
+        """:meth:`_refresh` for a map key that is not an int (a socket, as 3.11's select() took)."""
+        try:
+            fd = fd_of(key)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"socket map key {key!r} is neither an fd number nor an object with fileno()"
+            ) from None
+        except ValueError:
+            # closed (fileno() is -1): its old fd, if any, reports NVAL by itself
+            if key not in self.fd_for_key:
+                report_error(obj)
+            return
+        self._refresh(fd, obj)
+        if self.key_of.get(fd) is not key and self.owners.get(fd) is obj:
+            self.key_of[fd] = key
+            self.fd_for_key[key] = fd
+            self.lookup = _ByFd(self.map, self.key_of)
 
     def _refresh(self, fd: int, obj: Channel) -> None:
         self._own(fd, obj)
@@ -409,6 +481,9 @@ class MapLoop:
             if exc.errno not in _FD_GONE:
                 raise
             self.synthetic.append((fd, NVAL))
+        except KeyError:
+            # another thread unregistered it meanwhile (release_fd): look again next pass
+            self.dirty.add(fd)
         except ValueError:
             # e.g. an fd past select()'s FD_SETSIZE: this channel's problem only
             report_error(obj)
@@ -431,12 +506,43 @@ class MapLoop:
             self.interest_of[fd] = interest
 
     def _drop(self, fd: int) -> None:
+        self.poller.discard(fd)
         self.owners.pop(fd, None)
         self.sockets.pop(fd, None)
         self.polled.pop(fd, None)
         self.interest_of.pop(fd, None)
-        if fd in self.poller:
-            self.poller.unregister(fd)
+        if self.key_of:
+            key = self.key_of.pop(fd, None)
+            if key is not None:
+                self.fd_for_key.pop(key, None)
+                if not self.key_of:
+                    self.lookup = self.map
+
+    def release_fd(self, fd: int) -> None:
+        """Unregister ``fd`` now: its channel left the map and is about to close it.
+
+        Done before the close because epoll keeps the registration of a
+        closed socket that a forked child (or a dup) still holds, and would
+        report that socket's events under the number of whoever gets it
+        next.  The bookkeeping is left to the next pass, which sees the map
+        changed: a signal handler may call this in the middle of the
+        registration of that very fd.  Never raises: what cannot be undone
+        now (a closed poller, another thread at work on it) is done by the
+        next pass.
+        """
+        try:
+            self.poller.discard(fd)
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def _reopen(self) -> None:
+        """A fresh poller for a MapLoop that ``forget()`` closed under a pass."""
+        with self.wake_lock:
+            self.released = False
+            self.poller = type(self.poller)()
+            self.dirty.update(self.map)
+            _LOOPS.setdefault(id(self.map), self)
+            self._run_new_loop_hooks()
 
     # -- one pass ----------------------------------------------------------
 
@@ -491,7 +597,9 @@ class MapLoop:
             # look at once.  (Polled channels are asked next pass anyway, and an
             # untracked map is compared in full.)
             interest_of = self.interest_of if self.tracked else {}
-            deliver_events(events, self.map, self.poller, poll_semantics, interest_of, self._interest_failed)
+            deliver_events(
+                events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed
+            )
             if self.timers.live:
                 self.timers.run_due(time.monotonic())
         finally:
@@ -517,7 +625,7 @@ class MapLoop:
         owners = self.owners
         events: List[Event] = [(fd, owners[fd], flags) for fd, flags in ready if fd in owners]
         interest_of = self.interest_of if self.tracked else {}
-        monitor.deliver(events, self.map, self.poller, poll_semantics, interest_of, self._interest_failed)
+        monitor.deliver(events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed)
         if self.timers:
             self.timers.run_due(time.monotonic(), monitor.run_timer)
 
@@ -596,35 +704,62 @@ class MapLoop:
         and poll wait on arrays built before the wait: nothing to do there (a
         closed fd ends their wait by itself: EBADF or POLLNVAL).  Outside a
         wait it does nothing.
+
+        Never raises (it runs inside ``close()``, maybe on another thread
+        than the loop's): a wake that cannot be made leaves the wait to its
+        timeout.
         """
-        if not self.waiting or self.wake_pipe is not None or self.poller.fileno() < 0:
+        if not self.waiting or self.wake_pipe is not None:
+            return
+        # not blocking: the holder is closing this MapLoop or making the same wake
+        if not self.wake_lock.acquire(blocking=False):
+            return
+        try:
+            if self.waiting and self.wake_pipe is None and not self.released:
+                self._add_wake_pipe()
+        except (OSError, ValueError):
+            pass  # no fd left for the pipe, or the poller closed by another path
+        finally:
+            self.wake_lock.release()
+
+    def _add_wake_pipe(self) -> None:
+        if self.poller.fileno() < 0:
             return
         read_fd, write_fd = os.pipe()
+        if self.wake_pipe is not None:  # a signal handler made one meanwhile
+            os.close(read_fd)
+            os.close(write_fd)
+            return
         self.wake_pipe = (read_fd, write_fd)
-        if write_fd in self.poller:
-            # the number of a channel closed since sync() (by an earlier
-            # signal handler): its registration is stale, and the pass that
-            # ends this wait would drop it anyway
-            self._drop(write_fd)
         # served as a watched fd, so run_pass pays nothing for it between wakes
         self.watched[write_fd] = self._end_wake
-        self.poller.register(write_fd, WRITE)
+        try:
+            if write_fd in self.poller:
+                # the number of a channel closed behind our back since sync():
+                # its registration is stale, the next pass would drop it anyway
+                self._drop(write_fd)
+            self.poller.register(write_fd, WRITE)
+        except (OSError, ValueError, KeyError):
+            self.poller.discard(write_fd)
+            self._drop_wake_pipe()
+            raise OSError("the wake pipe could not be registered") from None
 
     def _end_wake(self) -> None:
-        write_fd = self._drop_wake_pipe()
-        if write_fd in self.poller:
-            self.poller.unregister(write_fd)
+        with self.wake_lock:
+            if self.wake_pipe is not None:
+                # unregistered before it is closed (see release_fd)
+                self.poller.discard(self.wake_pipe[1])
+            self._drop_wake_pipe()
 
-    def _drop_wake_pipe(self) -> int:
-        """Close the wake pipe (leaving the poller alone); its write end's former fd, or -1."""
+    def _drop_wake_pipe(self) -> None:
+        """Close the wake pipe (leaving the poller alone)."""
         if self.wake_pipe is None:
-            return -1
+            return
         read_fd, write_fd = self.wake_pipe
         self.wake_pipe = None
-        del self.watched[write_fd]
+        self.watched.pop(write_fd, None)
         os.close(read_fd)
         os.close(write_fd)
-        return write_fd
 
     # -- fork ------------------------------------------------------------------
 
@@ -638,6 +773,9 @@ class MapLoop:
         """
         if self.pinned:
             return
+        # a fresh lock: another thread of the parent may have held this one
+        # at the fork, and that thread does not exist here to release it
+        self.wake_lock = threading.RLock()
         self._drop_wake_pipe()  # a fork from a signal handler during the wait
         old = self.poller
         self.poller = type(old)()
@@ -656,15 +794,21 @@ class MapLoop:
             self.poller.register(fd, READ)
 
     def close(self) -> None:
-        self.timers.clear()
-        self.poller.close()
-        self.owners.clear()
-        self.sockets.clear()
-        self.polled.clear()
-        self.interest_of.clear()
-        self._drop_wake_pipe()  # left by a wait that ended by an exception
-        self.watched.clear()
-        self.watches_to_register.clear()
+        """Release the poller, the wake pipe and the timers (see forget())."""
+        with self.wake_lock:  # not while another thread registers the wake pipe
+            self.released = True
+            self.timers.clear()
+            self.poller.close()
+            self.owners.clear()
+            self.sockets.clear()
+            self.polled.clear()
+            self.interest_of.clear()
+            self.key_of.clear()
+            self.fd_for_key.clear()
+            self.lookup = self.map
+            self._drop_wake_pipe()  # left by a wait that ended by an exception
+            self.watched.clear()
+            self.watches_to_register.clear()
 
 
 # id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused
@@ -736,13 +880,18 @@ def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
     return state
 
 
-def channel_moved(socket_map: ChannelMap) -> None:
+def channel_moved(socket_map: ChannelMap, left: Optional[int] = None) -> None:
     """Tell the loop of ``socket_map`` that a channel joined or left it.
 
-    Only matters during the loop's wait (a signal handler): see :meth:`MapLoop.wake`.
+    ``left`` is the fd of a channel that left, about to close its socket: it
+    is unregistered now (:meth:`MapLoop.release_fd`).  The rest only matters
+    during the loop's wait (a signal handler, another thread): see
+    :meth:`MapLoop.wake`.  Never raises.
     """
     state = _LOOPS.get(id(socket_map))
     if state is not None:
+        if left is not None:
+            state.release_fd(left)
         if state.waiting:
             state.wake()
         else:
@@ -794,8 +943,12 @@ def forget(socket_map: ChannelMap) -> None:
     state = _LOOPS.get(id(socket_map))
     if state is None or state.running:
         return
-    if not state.timers.keeps_loop_running() and not state.pinned:
-        del _LOOPS[id(socket_map)]
+    # pop, not del: a signal handler may forget() this map meanwhile
+    if (
+        not state.timers.keeps_loop_running()
+        and not state.pinned
+        and _LOOPS.pop(id(socket_map), None) is state
+    ):
         state.close()
 
 
@@ -817,6 +970,25 @@ def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional
     finally:
         state.timers = _timers.TimerQueue()  # close() clears its queue: not the map's
         state.close()
+
+
+class _ByFd(Mapping[int, object]):
+    """A map with some keys that are not ints, seen by fd (what delivery reads)."""
+
+    __slots__ = ("_map", "_key_of")
+
+    def __init__(self, socket_map: ChannelMap, key_of: Mapping[int, object]) -> None:
+        self._map = socket_map
+        self._key_of = key_of
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __getitem__(self, fd: int) -> object:
+        return self._map[self._key_of.get(fd, fd)]  # type: ignore[index]
 
 
 class _Untracked(Mapping[int, Channel]):

@@ -303,8 +303,13 @@ class dispatcher:
         target = self._map if map is None else map
         fd = self._fileno
         if fd in target:
-            del target[fd]  # type: ignore[arg-type]
-            _loop.channel_moved(target)  # ... or close it
+            try:
+                del target[fd]  # type: ignore[arg-type]
+            except KeyError:
+                pass  # a signal handler's close_all() took it out meanwhile
+            else:
+                # ... or close it; unregistered now, before close() closes the socket
+                _loop.channel_moved(target, left=fd)
         self._fileno = None
 
     def interest_changed(self) -> None:
@@ -494,13 +499,15 @@ class dispatcher:
         if self._accept_resume is not None:
             # a pending resume timer would keep loop() running for nothing
             self._end_accept_pause()
-        self.del_channel()
-        if self.socket is not None:
-            try:
-                self.socket.close()
-            except OSError as exc:
-                if exc.errno not in (ENOTCONN, EBADF):
-                    raise
+        try:
+            self.del_channel()
+        finally:  # the socket is closed whatever a subclass's del_channel() did
+            if self.socket is not None:
+                try:
+                    self.socket.close()
+                except OSError as exc:
+                    if exc.errno not in (ENOTCONN, EBADF):
+                        raise
 
     # -- logging ---------------------------------------------------------------
 

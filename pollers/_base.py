@@ -211,6 +211,21 @@ class Poller:
             self._kernel_unregister_tolerant(fd, old)
         del self._wanted[fd]
 
+    def discard(self, fd: int) -> None:
+        """:meth:`unregister` for an fd that may not be registered (then a no-op).
+
+        For callers that may race another caller removing the same fd (a
+        signal handler, another thread).  Errors are those of unregister
+        but KeyError.
+        """
+        old = self._wanted.get(fd)
+        if old is None:
+            return
+        self._check_open()
+        if old:
+            self._kernel_unregister_tolerant(fd, old)
+        self._wanted.pop(fd, None)
+
     def update(self, fileobj: FileDescriptorLike, events: int) -> None:
         """Register, modify or leave as is, whichever brings the fd to ``events``."""
         fd = fd_of(fileobj)
@@ -334,7 +349,10 @@ class Poller:
 
     def _closed_fds(self) -> List[Tuple[int, int]]:
         """NVAL events for the fds in the kernel's set that are no longer open."""
-        return [(fd, NVAL) for fd, mask in self._wanted.items() if mask and not fd_is_open(fd)]
+        # over a copy, taken in one C call: fstat() is a call into Python
+        # between items, where a signal handler (or another thread) may
+        # register or unregister an fd
+        return [(fd, NVAL) for fd, mask in list(self._wanted.items()) if mask and not fd_is_open(fd)]
 
 
 def timeout_ms(timeout: Optional[float]) -> int:
@@ -422,7 +440,8 @@ class AlwaysReady:
     def events(self) -> List[Tuple[int, int]]:
         """What poll(2) would report for these fds now."""
         found = []
-        for fd, mask in self.masks.items():
+        # over a copy: a signal handler may change the table between the fstat() calls
+        for fd, mask in list(self.masks.items()):
             if not fd_is_open(fd):
                 found.append((fd, NVAL))
             elif mask & (READ | WRITE):

@@ -13,16 +13,30 @@ Kernel facts:
 * A closed fd is dropped silently from the interest set (unless a dup of it
   is still open), so it is never reported: SweepingPoller finds it with
   fstat() and reports NVAL.
+* A registration belongs to the open file, not to the fd number: while a
+  dup of a closed fd lives on (a forked child, ``os.dup``), its events keep
+  coming under the old number, and no epoll_ctl() can remove it any more
+  (the number names another file now, or nothing: ENOENT, EBADF, or EPERM
+  for a regular file).  Callers unregister before they close; when an
+  unregister fails that way, the interest set is rebuilt before the next
+  wait, under the same fd number (dup2), so a stale registration cannot
+  report events for a newcomer under its number.
 * epoll.poll() takes seconds as a float and rounds up to the millisecond
   itself; -1 blocks.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import select
 from typing import ClassVar, List, Optional, Tuple
 
 from ._base import AlwaysReady, SweepingPoller
+
+# epoll_ctl(DEL) errors meaning "this number no longer names the file we
+# registered": closed (EBADF), another file (ENOENT), a regular file (EPERM)
+_NUMBER_REUSED_OR_CLOSED = frozenset({errno.EBADF, errno.ENOENT, errno.EPERM})
 
 
 class EpollPoller(SweepingPoller):
@@ -35,6 +49,9 @@ class EpollPoller(SweepingPoller):
         self._epoll = select.epoll()
         # fds epoll refused with EPERM (regular files)
         self._always_ready = AlwaysReady()
+        # an unregister failed after the fd was closed: the kernel may still
+        # hold that file's registration (see the module's notes)
+        self._may_hold_stale = False
 
     def fileno(self) -> int:
         return self._epoll.fileno()
@@ -52,10 +69,41 @@ class EpollPoller(SweepingPoller):
             self._epoll.modify(fd, events)
 
     def _kernel_unregister(self, fd: int, old: int) -> None:
-        if self._always_ready.masks.pop(fd, None) is None:
+        if self._always_ready.masks.pop(fd, None) is not None:
+            return
+        try:
             self._epoll.unregister(fd)
+        except OSError as exc:
+            if exc.errno not in _NUMBER_REUSED_OR_CLOSED:
+                raise
+            self._may_hold_stale = True
+
+    def _renew(self) -> None:
+        """Rebuild the interest set from our table, keeping the epoll fd's number.
+
+        The number stays because a foreign event loop (Tk) may watch it.
+        """
+        self._may_hold_stale = False
+        fresh = select.epoll()
+        try:
+            os.dup2(fresh.fileno(), self._epoll.fileno(), inheritable=False)
+        finally:
+            fresh.close()
+        for fd, mask in list(self._wanted.items()):
+            if mask and fd not in self._always_ready:
+                self._register_again(fd, mask)
+
+    def _register_again(self, fd: int, mask: int) -> None:
+        try:
+            self._kernel_register(fd, mask)
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+            self._next_sweep = 0.0  # closed behind our back: the sweep reports it now
 
     def _wait(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        if self._may_hold_stale:
+            self._renew()
         # test the table before calling events(): there is almost never a
         # regular file, and the call and its empty list cost 1,700 of 29,600
         # instructions per loop(0, count=1) (callgrind, 3.11)

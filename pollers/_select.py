@@ -117,14 +117,38 @@ class SelectPoller(Poller):
         except OSError as exc:
             if exc.errno not in CLOSED_FD_ERRNOS:
                 raise
-            reported = exc
-        stale = self._closed_fds()
-        if not stale:
-            raise OSError(reported.errno, f"select() reported {reported} but every fd is open")
-        gone = {fd for fd, _ in stale}
-        # the others may have events too: collect them now, not a pass later
-        ready = self._select(self._readers - gone, self._writers - gone, self._urgent - gone, 0.0)
-        return stale + ready
+            return self._poll_around_closed(exc)
+
+    def _poll_around_closed(self, reported: OSError) -> List[Tuple[int, int]]:
+        """NVAL for the closed fds, and what the others have ready now.
+
+        A signal handler may close more fds between the calls (each retry
+        finds them), or close one and open another file under its number
+        before fstat() looks: the number is open again, so the retry
+        succeeds.  Only EBADF twice in a row with every fd open is raised.
+        """
+        stale: List[Tuple[int, int]] = []
+        gone: Set[int] = set()
+        fruitless = 0
+        while True:
+            found = [(fd, flags) for fd, flags in self._closed_fds() if fd not in gone]
+            if found:
+                fruitless = 0
+            else:
+                fruitless += 1
+                if fruitless == 2:
+                    raise OSError(reported.errno, f"select() reported {reported} but every fd is open")
+            stale += found
+            gone.update(fd for fd, _ in found)
+            try:
+                # the others may have events too: collect them now, not a pass later
+                ready = self._select(self._readers - gone, self._writers - gone, self._urgent - gone, 0.0)
+            except OSError as exc:
+                if exc.errno not in CLOSED_FD_ERRNOS:
+                    raise
+                reported = exc
+                continue
+            return stale + ready
 
     @staticmethod
     def _select(

@@ -621,3 +621,17 @@ def test_a_paused_listener_is_not_watched(poller_name: str, socket_map: Map, soc
     assert accepted == []  # the connection waits in the backlog
     run_until(socket_map, lambda: bool(accepted), poller=poller_name, seconds=10)
     assert len(accepted) == 1  # resumed by the timer
+
+
+def test_close_closes_the_socket_even_when_del_channel_raises(
+    socket_map: Dict[int, Any], pair: Tuple[socket.socket, socket.socket]
+) -> None:
+    class Failing(asyncore.dispatcher):
+        def del_channel(self, map: Any = None) -> None:
+            super().del_channel(map)
+            raise RuntimeError("del_channel failed")
+
+    channel = Failing(pair[0], socket_map)
+    with pytest.raises(RuntimeError, match="del_channel failed"):
+        channel.close()
+    assert pair[0].fileno() == -1 and not socket_map

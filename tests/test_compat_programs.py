@@ -162,6 +162,106 @@ PROGRAMS: Dict[str, str] = {
         asyncore.loop(timeout=1.0, use_poll=USE_POLL)
         print("loop returned with", len(asyncore.socket_map), "channels")
     """,
+    "a map keyed by the socket object": """
+        import socket
+        {ours}
+        import asyncore
+
+        mine, peer = socket.socketpair()
+
+        class Bot(asyncore.dispatcher):
+            def writable(self):
+                return False
+            def handle_read(self):
+                print("read", self.recv(100).decode())
+
+        bot = Bot(mine, map={})
+        # 3.11's select() took the socket objects: the irc-bot pattern
+        peer.send(b"PING")
+        asyncore.poll(timeout=1.0, map={bot.socket: bot})
+        print("end of poll")
+        peer.send(b"again")
+        asyncore.loop(timeout=1.0, map={bot.socket: bot}, count=1)
+        print("end of loop")
+        bot.close()
+        peer.close()
+    """,
+    "a regular file takes a closed channel's fd": """
+        import os, socket, tempfile
+        {ours}
+        import asyncore
+
+        socket_map = {}
+
+        class Conn(asyncore.dispatcher):
+            def writable(self):
+                return False
+            def handle_read(self):
+                print("read", self.recv(100).decode())
+
+        def file_at(fd):
+            with tempfile.TemporaryFile() as made:
+                source = os.dup(made.fileno())
+            if source != fd:
+                os.dup2(source, fd)
+                os.close(source)
+
+        first, first_peer = socket.socketpair()
+        second, second_peer = socket.socketpair()
+        doomed, keeper = Conn(first, socket_map), Conn(second, socket_map)
+        asyncore.loop(timeout=0, use_poll=USE_POLL, map=socket_map, count=1)
+        fd = first.fileno()
+        doomed.close()
+        file_at(fd)                      # a log reopened under the same number
+        second_peer.send(b"hello")
+        asyncore.loop(timeout=1.0, use_poll=USE_POLL, map=socket_map, count=1)
+        print("pass done")
+        os.close(fd)
+        keeper.close()
+        first_peer.close()
+        second_peer.close()
+    """,
+    "a closed socket kept open by a dup": """
+        import os, socket
+        {ours}
+        import asyncore
+
+        class Conn(asyncore.dispatcher):
+            def __init__(self, sock, name):
+                super().__init__(sock)
+                self.name = name
+            def writable(self):
+                return False
+            def handle_read(self):
+                print("read", self.name, self.recv(100).decode())
+            def handle_error(self):
+                print("error", self.name)
+                self.close()
+
+        old, old_peer = socket.socketpair()
+        doomed = Conn(old, "old")
+        asyncore.loop(timeout=0, use_poll=USE_POLL, count=1)
+        fd = old.fileno()
+        kept = os.dup(fd)                # a forked child's copy, say
+        doomed.close()
+        new, new_peer = socket.socketpair()
+        if new.fileno() != fd:
+            os.dup2(new.fileno(), fd)
+            new.close()
+            new = socket.socket(fileno=fd)
+        Conn(new, "new")
+        asyncore.loop(timeout=0, use_poll=USE_POLL, count=1)
+        old_peer.send(b"for the old connection")
+        for _ in range(3):
+            asyncore.loop(timeout=0.1, use_poll=USE_POLL, count=1)
+        new_peer.send(b"hello")
+        asyncore.loop(timeout=1.0, use_poll=USE_POLL, count=1)
+        print("channels", len(asyncore.socket_map))
+        asyncore.close_all()
+        os.close(kept)
+        old_peer.close()
+        new_peer.close()
+    """,
 }
 
 OURS = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import asyncio_compat; asyncio_compat.install()"

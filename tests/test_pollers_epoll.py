@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 import tempfile
@@ -97,3 +98,46 @@ def test_a_blocking_wait_is_cut_short_by_the_sweep(pair: Pair) -> None:
         assert events_of(p, None) == {fd: NVAL}
         p.unregister(fd)
         assert fd not in p
+
+
+def _placed_at(fd: int) -> Tuple[socket.socket, socket.socket]:
+    """A socketpair whose first end has fd number ``fd``."""
+    mine, peer = socket.socketpair()
+    if peer.fileno() == fd:
+        mine, peer = peer, mine
+    if mine.fileno() != fd:
+        os.dup2(mine.fileno(), fd)
+        mine.close()
+        mine = socket.socket(fileno=fd)
+    return mine, peer
+
+
+def test_unregister_after_a_regular_file_took_the_number(pair: Pair) -> None:
+    with slow_sweeping() as p, tempfile.TemporaryFile() as f:
+        fd = pair[0].fileno()
+        p.register(fd, READ)
+        os.dup2(f.fileno(), fd)  # the socket's number is a regular file's now
+        p.unregister(fd)  # epoll_ctl says EPERM: nothing of ours is there
+        assert fd not in p
+
+
+def test_a_registration_kept_alive_by_a_dup_never_reports_under_its_number(pair: Pair) -> None:
+    old, old_peer = pair
+    with slow_sweeping() as p:
+        epoll_fd = p.fileno()
+        fd = old.fileno()
+        p.register(fd, READ)
+        kept = os.dup(fd)
+        try:
+            old.close()  # closed before it was unregistered: the kernel keeps it (dup)
+            new, new_peer = _placed_at(fd)
+            with new, new_peer:
+                p.unregister(fd)  # ENOENT: the number names the new socket
+                p.register(fd, READ)
+                old_peer.send(b"for the old socket")
+                assert events_of(p, 0.05) == {}
+                new_peer.send(b"for the new one")
+                assert events_of(p, 5.0) == {fd: READ}
+                assert p.fileno() == epoll_fd  # rebuilt under the same number
+        finally:
+            os.close(kept)

@@ -72,7 +72,7 @@ class FakeDevpoll(FakeKernelObject):
         ms = -1 if timeout is None or timeout < 0 else int(math.ceil(timeout))
         self.timeouts.append(ms)
         poller = real_poll()
-        for number, events in self._set.items():
+        for number, events in list(self._set.items()):  # atomic in a kernel
             poller.register(number, events)
         # PEP 475: poll() retries on EINTR with the remaining time, like DP_POLL
         return list(poller.poll(ms))
@@ -83,13 +83,18 @@ class FakeDevpoll(FakeKernelObject):
         return dict(self._set)
 
     def _flush(self) -> None:
-        for number, events in self._buffer:
+        for number, events in self._take_buffer():
             self.writes.append((number, events))
             if events == POLLREMOVE:
                 self._set.pop(number, None)
             else:
                 self._set[number] = self._set.get(number, 0) | events
-        self._buffer.clear()
+
+    def _take_buffer(self) -> List[Tuple[int, int]]:
+        # swapped, not cleared after: a write made by a signal handler while
+        # the fake flushes is kept for the next flush
+        taken, self._buffer = self._buffer, []
+        return taken
 
 
 def _unsigned_short(value: int) -> int:

@@ -195,7 +195,7 @@ class FakeKqueue(FakeKernelObject):
         """Drop the pairs of files closed since they were added, as close(2) does."""
         for key, ident in list(self._knotes.items()):
             if identity_or_none(key[0]) != ident:
-                del self._knotes[key]
+                self._knotes.pop(key, None)
 
     def _wait(self, max_events: int, timeout: Optional[float]) -> List[FakeKevent]:
         self.timeouts.append(timeout)
@@ -216,7 +216,9 @@ class FakeKqueue(FakeKernelObject):
     def _vnode_events(self) -> List[FakeKevent]:
         """The filters on regular files that fire now (they are never waited for)."""
         found = []
-        for fd, kfilter in self._knotes:
+        # over copies here and below: a kernel call is atomic, but the fake
+        # runs Python code where a signal handler may change the set
+        for fd, kfilter in list(self._knotes):
             if not _is_regular_file(fd):
                 continue
             if kfilter == KQ_FILTER_WRITE:
@@ -229,7 +231,7 @@ class FakeKqueue(FakeKernelObject):
 
     def _poll_masks(self) -> Dict[int, int]:
         masks: Dict[int, int] = {}
-        for fd, kfilter in self._knotes:
+        for fd, kfilter in list(self._knotes):
             if _is_regular_file(fd):
                 continue
             wanted = select.POLLIN | _RDHUP if kfilter == KQ_FILTER_READ else select.POLLOUT
@@ -251,7 +253,10 @@ class FakeKqueue(FakeKernelObject):
 
 
 def _is_regular_file(fd: int) -> bool:
-    return stat.S_ISREG(os.fstat(fd).st_mode)
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:  # closed by a signal handler during the fake's wait: poll(2) says NVAL
+        return False
 
 
 def install_kqueue(monkeypatch: pytest.MonkeyPatch, mode: str = "macos") -> List[FakeKqueue]:
