@@ -229,8 +229,13 @@ class MapLoop:
     module's alone.
     """
 
-    def __init__(self, socket_map: ChannelMap, poller_cls: Type[Poller]) -> None:
+    def __init__(
+        self, socket_map: ChannelMap, poller_cls: Type[Poller], serves: Optional[ChannelMap] = None
+    ) -> None:
         self.map = socket_map
+        # the user's map whose channels this loop serves: ``map`` itself, or
+        # the map behind a view (a one-pass loop of poll()/poll2())
+        self.serves = socket_map if serves is None else serves
         self.poller = poller_cls()
         self.owners: Dict[int, Channel] = {}  # fd -> channel registered for it
         # fd -> the channel's socket when it was registered: a channel that
@@ -962,7 +967,7 @@ def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional
     driver holds the map (see :func:`claim`).
     """
     kept = claim(socket_map)
-    state = MapLoop(_Untracked(socket_map), poller_cls)
+    state = MapLoop(_Untracked(socket_map), poller_cls, serves=socket_map)
     if kept is not None:
         state.timers = kept.timers
     try:

@@ -157,8 +157,9 @@ def add_signal_handler(signum: int, callback: Callable[..., Any], *args: Any, ma
 
     ``map`` defaults to ``asyncore.socket_map``.  The callback runs in that
     loop's thread, between two handlers, never inside the signal context; the
-    signal wakes a waiting ``loop()`` at once (and a map served by the asyncio
-    bridge or Tk gets a pass at once).  Several signals of the same number
+    signal wakes a waiting ``loop()`` at once (as it wakes the one-pass
+    ``poll()`` and ``poll2()``, and a map served by the asyncio bridge or Tk
+    gets a pass at once).  Several signals of the same number
     before the loop gets to them may run the callback once or several times.
     A new call for the same ``signum`` and map replaces the callback.  An
     exception from the callback is reported on stderr and the loop goes on;
@@ -260,8 +261,10 @@ def release_wakeup_fd(write_fd: int) -> bool:
 
 
 def _watch_new_loop(state: _loop.MapLoop) -> None:
-    entry = _BY_MAP.get(id(state.map))
-    if entry is not None and state.map is entry.map:
+    # state.serves, not state.map: a one-pass loop of poll()/poll2() serves
+    # the map through a view, and runs its callbacks too
+    entry = _BY_MAP.get(id(state.serves))
+    if entry is not None and state.serves is entry.map:
         entry.watch(state)
 
 

@@ -2,7 +2,7 @@
 
 Run it from a checkout::
 
-    python examples/smtpd_capture.py
+    python3 examples/smtpd_capture.py
 
 ``CapturingServer`` listens on an unused port of 127.0.0.1 and serves from
 a background thread; ``smtplib`` sends it one message, and the example

@@ -393,6 +393,7 @@ class SweepingPoller(Poller):
                 self._next_sweep = now + self.sweep_interval
                 stale = self._closed_fds()
                 if stale:
+                    self._found_closed()
                     return stale
             if timeout == 0.0:
                 # what the lines below come to for a zero timeout, without
@@ -413,6 +414,9 @@ class SweepingPoller(Poller):
 
     def _wait(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
         raise NotImplementedError
+
+    def _found_closed(self) -> None:
+        """The sweep found registered fds closed behind our back (a hook)."""
 
 
 class AlwaysReady:

@@ -20,7 +20,9 @@ Kernel facts:
   for a regular file).  Callers unregister before they close; when an
   unregister fails that way, the interest set is rebuilt before the next
   wait, under the same fd number (dup2), so a stale registration cannot
-  report events for a newcomer under its number.
+  report events for a newcomer under its number.  The same rebuild follows
+  a sweep that found a closed fd, which is then reported NVAL at each sweep
+  and never with the old file's events.
 * epoll.poll() takes seconds as a float and rounds up to the millisecond
   itself; -1 blocks.
 """
@@ -92,6 +94,11 @@ class EpollPoller(SweepingPoller):
         for fd, mask in list(self._wanted.items()):
             if mask and fd not in self._always_ready:
                 self._register_again(fd, mask)
+
+    def _found_closed(self) -> None:
+        # a dup of a closed fd keeps its registration alive: without a
+        # rebuild its events would come under the old number until unregister
+        self._may_hold_stale = True
 
     def _register_again(self, fd: int, mask: int) -> None:
         try:

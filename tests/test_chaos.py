@@ -461,20 +461,11 @@ def replay(seed: int, poller: str) -> str:
     return f"(seed {seed}, backend {poller}: replay with {SEED_VARIABLE}={seed})"
 
 
-# Known bugs of this branch, fixed on others (issue 18); remove each mark once its fix is merged.
-SWEEP_BUGS = (
-    "known bugs on the backends that sweep for closed fds (epoll, kqueue): issue 18 item 4, a "
-    "signal handler that closes a channel during the sweep makes loop() raise RuntimeError "
-    "(dictionary changed size during iteration); item 12 (epoll), a closed channel's fd number "
-    "taken by a regular file makes loop() raise PermissionError (EPERM from epoll_ctl)"
-)
 
 
 def test_chaos_loop_never_raises(
     request: pytest.FixtureRequest, poller_name: str, socket_map: SocketMap, seed: int
 ) -> None:
-    if getattr(pollers.get(poller_name), "sweep_interval", None) is not None:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=SWEEP_BUGS))
     world, _, took = chaos_run(poller_name, socket_map, seed)
     findings = world.findings
     print(f"{poller_name}: signals handled {findings.signals}, {took:.1f} s")

@@ -125,17 +125,6 @@ def test_a_closed_fd_is_reported_nval_until_unregistered(
     Attacked by keeping a duplicate of the closed socket open (``os.dup``,
     as a forked child or a subprocess does) and sending data to it.
     """
-    if duplicated and poller_name == "epoll":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "FALSE on epoll (pollers.rst:155-160): with a dup of the fd open the kernel "
-                    "keeps the registration, so after one NVAL the fd is reported READ, and "
-                    "still reported after unregister() (EBADF tolerated, kernel entry kept)"
-                ),
-            )
-        )
     _closed_fd_is_reported_until_unregistered(quick(pollers.get(poller_name)), pair, duplicated)
 
 
@@ -410,18 +399,6 @@ def test_a_closed_channel_receives_nothing_more_and_its_successor_nothing_of_its
     closed one must see no handler after close(), the newcomer none at all
     (its socket has nothing to read).  ``dup-open``: each channel's socket
     is a duplicate whose original stays open, as after a fork."""
-    if duplicated and poller_name == "epoll":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "FALSE on epoll (asyncore.rst:205-208): the closed channel's socket lives on "
-                    "in a duplicate, the kernel keeps reporting it under the old fd number, and "
-                    "the next pass hands those events to the new channel (recv() raises "
-                    "BlockingIOError, handle_error closes it)"
-                ),
-            )
-        )
     channels: List[Collector] = []
     newcomers: List[Collector] = []
     after_close: List[str] = []

@@ -227,6 +227,33 @@ def test_signals_piling_up_while_no_loop_runs_are_kept_once(
     assert calls == ["hup", "usr1", "usr1"]
 
 
+# -- other drivers of the map ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["poll", "poll2"])
+def test_callbacks_run_and_wake_the_wait_under_poll_and_poll2(
+    driver: str, socket_map: asyncore.SocketMap, pair: Pair, signals_restored: None
+) -> None:
+    # promise: the callback runs in whatever serves its map, and a signal wakes
+    # that wait at once; here a 3.11-style ``while ...: asyncore.poll()`` program
+    one_pass = getattr(asyncore, driver)
+    calls: List[str] = []
+    asyncio_compat.add_signal_handler(signal.SIGUSR1, calls.append, "usr1", map=socket_map)
+    try:
+        signal.raise_signal(signal.SIGUSR1)  # before any pass: queued, run by the first
+        one_pass(timeout=0, map=socket_map)
+        assert calls == ["usr1"]
+        _arm()  # SIGALRM in 50 ms: its handler raises SIGUSR1 inside the wait
+        signal.signal(signal.SIGALRM, lambda signum, frame: signal.raise_signal(signal.SIGUSR1))
+        started = time.monotonic()
+        one_pass(timeout=LONG_WAIT, map=socket_map)
+        took = time.monotonic() - started
+    finally:
+        asyncio_compat.remove_signal_handler(signal.SIGUSR1, map=socket_map)
+    assert calls == ["usr1", "usr1"]
+    assert took < BOUND, f"{driver}() slept {took:.1f} s through the signal"
+
+
 # -- another thread ------------------------------------------------------------------
 
 
