@@ -88,7 +88,7 @@ def start(channel_class: Callable[..., Any], sent: bytes, socket_map: asyncore.S
 
 
 def run(socket_map: asyncore.SocketMap, poller_name: str, passes: int) -> None:
-    asyncore.loop(timeout=1.0, map=socket_map, count=passes, poller=poller_name, use_poll=True)
+    asyncore.loop(timeout=0.2, map=socket_map, count=passes, poller=poller_name, use_poll=True)
 
 
 # -- channels -------------------------------------------------------------------------

@@ -480,9 +480,12 @@ def _warm_up(map_kind: type, poller_name: Any) -> None:
         scene.sockets.close_all()
 
 
-def _attack_every_instruction(poller_name: Any, handler_name: str, map_kind: type, stride: int) -> int:
-    """For every k (by ``stride``): a fresh scene, one pass with the handler
-    run at the k-th point, then every live channel must get its data."""
+def _attack_every_instruction(
+    poller_name: Any, handler_name: str, map_kind: type, stride: int, first: int = 1
+) -> int:
+    """For every k (from ``first``, by ``stride``): a fresh scene, one pass
+    with the handler run at the k-th point, then every live channel must get
+    its data."""
     warm_up = functools.partial(_warm_up, map_kind, poller_name)
     counted = 0
     target = 0  # a first pass that fires nowhere counts the points
@@ -498,8 +501,17 @@ def _attack_every_instruction(poller_name: Any, handler_name: str, map_kind: typ
         finally:
             scene.close()
             scene.sockets.close_all()
-        target += stride
+        target = first if target == 0 else target + stride
     return counted
+
+
+def _points_to_attack() -> Tuple[int, int]:
+    """(stride, first point): every point on Python 3.11 or with
+    ASYNCIO_COMPAT_EVERY_POINT=1; elsewhere every third point, starting at a
+    point that moves with the minor version, to keep the matrix in time."""
+    if sys.version_info[:2] == (3, 11) or os.environ.get("ASYNCIO_COMPAT_EVERY_POINT") == "1":
+        return 1, 1
+    return 3, 1 + sys.version_info[1] % 3
 
 
 @pytest.mark.parametrize("map_kind", [SocketMap, dict], ids=["SocketMap", "dict"])
@@ -507,7 +519,8 @@ def _attack_every_instruction(poller_name: Any, handler_name: str, map_kind: typ
 def test_a_signal_handler_at_any_instruction_of_a_pass(
     backend: Any, handler_name: str, map_kind: type, every_pass_sweeps: None
 ) -> None:
-    counted = _attack_every_instruction(backend, handler_name, map_kind, stride=1)
+    stride, first = _points_to_attack()
+    counted = _attack_every_instruction(backend, handler_name, map_kind, stride, first)
     assert counted > 100  # the tracer did see the pass
 
 
