@@ -40,7 +40,7 @@ SDIST_FOLDERS = ("asyncio_compat", "pollers", "shims", "tests", "docs", "example
                  ".ci", "build_backend")
 SDIST_FILES = ("LICENSE", "README.md", "CHANGELOG.md", "CONTRIBUTING.md", "pyproject.toml", "tox.ini",
                "MANIFEST.in")
-WHEEL_TOP_LEVEL = {"asyncio_compat", "pollers", "asyncore.py", "asynchat.py"}
+WHEEL_TOP_LEVEL = {"asyncio_compat", "pollers", "asyncore.py", "asynchat.py", "smtpd.py"}
 
 
 def _setuptools_is_too_old() -> bool:
