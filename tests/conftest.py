@@ -145,6 +145,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    # The Tk tests go last: Tcl starts a notifier thread of its own that lives
+    # as long as the process, and a test that forks after it would fork a
+    # multi-threaded process (Python 3.12+ warns, rightly).
+    items.sort(key=lambda item: item.path.name == "test_tk.py")
     # on Windows itself the same tests skip: what the rules run here is what runs there
     if requested(config) or sys.platform == "win32":
         for item in items:

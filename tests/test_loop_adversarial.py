@@ -489,6 +489,7 @@ def _attack_every_instruction(
     warm_up = functools.partial(_warm_up, map_kind, poller_name)
     counted = 0
     target = 0  # a first pass that fires nowhere counts the points
+    counting_passes = 0
     while target <= counted:
         scene = _scene_ready_for_attack(map_kind, poller_name)
         try:
@@ -501,6 +502,9 @@ def _attack_every_instruction(
         finally:
             scene.close()
             scene.sockets.close_all()
+        counting_passes += target == 0
+        if target == 0 and counted == 0 and counting_passes < 3:
+            continue  # 3.12's tracer now and then reports nothing of a pass: count again
         target = first if target == 0 else target + stride
     return counted
 
