@@ -301,6 +301,42 @@ def test_run_map_reads_a_regular_file(
     assert bytes(reader.data) == PAYLOAD[:50000]
 
 
+def test_an_attached_map_is_served_until_detach_even_while_empty(
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+) -> None:
+    # asyncio-migration.rst: attach() "serves the map until its detach(), even
+    # while the map is empty": empty at first, emptied again, then refilled
+    pairs = [socket.socketpair() for _ in range(2)]
+    channels: List[Reader] = []
+
+    async def main() -> List[bytes]:
+        event_loop = asyncio.get_running_loop()
+        bridge = attach(socket_map)
+        got: List[bytes] = []
+        try:
+            for mine, peer in pairs:
+                await asyncio.sleep(0.02)  # the bridge idles on an empty map
+                assert not socket_map
+                channel = Reader(mine, socket_map)
+                channels.append(channel)
+                peer.setblocking(False)
+                await event_loop.sock_sendall(peer, b"served while attached")
+                got.append(await channel.wait_for(21))
+                channel.close()  # the map is empty again
+        finally:
+            bridge.detach()
+        return got
+
+    try:
+        assert run(new_loop, main()) == [b"served while attached"] * 2
+    finally:
+        for channel in channels:
+            channel.close()
+        for mine, peer in pairs:
+            mine.close()
+            peer.close()
+
+
 def test_interest_changes_from_coroutines_need_no_polling(
     new_loop: LoopFactory, socket_map: asyncore.SocketMap
 ) -> None:
