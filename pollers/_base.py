@@ -209,7 +209,8 @@ class Poller:
             raise KeyError(f"fd {fd} is not registered") from None
         if old:
             self._kernel_unregister_tolerant(fd, old)
-        del self._wanted[fd]
+        # pop: a signal handler may have unregistered it during the kernel call
+        self._wanted.pop(fd, None)
 
     def discard(self, fd: int) -> None:
         """:meth:`unregister` for an fd that may not be registered (then a no-op).

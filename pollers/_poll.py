@@ -32,7 +32,12 @@ class PollPoller(Poller):
         self._poll.modify(fd, events)
 
     def _kernel_unregister(self, fd: int, old: int) -> None:
-        self._poll.unregister(fd)
+        try:
+            self._poll.unregister(fd)
+        except KeyError:
+            # not in the set: removed meanwhile by a signal handler that
+            # unregistered the same fd (poll's own word for ENOENT)
+            pass
 
     def _kernel_poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
         # a zero timeout needs no conversion: skipping timeout_ms() saves
