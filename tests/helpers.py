@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from asyncio_compat import _loop, asyncore, socketserver
+from asyncio_compat.idle import IdleTimeoutMixin
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SUBPROCESS_TIMEOUT = 60.0
@@ -215,3 +216,40 @@ class Sockets(List[socket.socket]):
     def close_all(self) -> None:
         for sock in self:
             sock.close()
+
+
+# the ways a program drives a map one pass at a time
+ONE_PASS_DRIVERS = ["loop", "poll", "poll2"]
+
+
+def drive_one_pass(driver: str, socket_map: Any, timeout: Optional[float], poller_name: str) -> None:
+    """One pass over ``socket_map``, made by ``loop(count=1)``, ``poll()`` or ``poll2()``."""
+    if driver == "loop":
+        asyncore.loop(timeout=timeout, map=socket_map, count=1, poller=poller_name)
+    elif driver == "poll":
+        asyncore.poll(timeout, socket_map)
+    else:
+        asyncore.poll2(timeout, socket_map)
+
+
+class QuietIdle(IdleTimeoutMixin, asyncore.dispatcher):
+    """Reads what comes; records idle timeouts and closes."""
+
+    def __init__(self, sock: socket.socket, socket_map: Any, timeout: float) -> None:
+        self.idle_timeout = timeout
+        self.timeouts: List[float] = []
+        self.received = b""
+        super().__init__(sock, map=socket_map)
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.received += self.recv(100)
+
+    def handle_idle_timeout(self) -> None:
+        self.timeouts.append(time.monotonic())
+        super().handle_idle_timeout()
+
+    def handle_close(self) -> None:
+        self.close()

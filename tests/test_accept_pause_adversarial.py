@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest
+from helpers import ONE_PASS_DRIVERS as DRIVERS
 from helpers import Sockets
+from helpers import drive_one_pass as drive
 
 from asyncio_compat import asyncore, call_later, loop_stats
 from asyncio_compat.asyncio_bridge import run_map
@@ -29,17 +31,6 @@ from asyncio_compat.asyncio_bridge import run_map
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVERS = ["loop", "poll", "poll2"]
-
-
-def drive(driver: str, socket_map: Any, timeout: float, poller_name: str) -> None:
-    """One pass over ``socket_map``, made by ``driver``."""
-    if driver == "loop":
-        asyncore.loop(timeout=timeout, map=socket_map, count=1, poller=poller_name)
-    elif driver == "poll":
-        asyncore.poll(timeout, socket_map)
-    else:
-        asyncore.poll2(timeout, socket_map)
 
 
 class Listener(asyncore.dispatcher):

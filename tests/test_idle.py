@@ -4,42 +4,18 @@ failing hook goes to ``handle_error``, and closing cancels the check."""
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, Dict, List
 
 import pytest
+from helpers import QuietIdle as Quiet
 from helpers import Sockets, in_map, run_until
 
 from asyncio_compat import _loop, asyncore, timers
-from asyncio_compat.idle import IdleTimeoutMixin
 
 pytestmark = pytest.mark.timeout(60)
 
 Map = Dict[int, Any]
-
-
-class Quiet(IdleTimeoutMixin, asyncore.dispatcher):
-    """Reads what comes; records idle timeouts and closes."""
-
-    def __init__(self, sock: socket.socket, socket_map: Map, timeout: float) -> None:
-        self.idle_timeout = timeout
-        self.timeouts: List[float] = []
-        self.received = b""
-        super().__init__(sock, map=socket_map)
-
-    def writable(self) -> bool:
-        return False
-
-    def handle_read(self) -> None:
-        self.received += self.recv(100)
-
-    def handle_idle_timeout(self) -> None:
-        self.timeouts.append(time.monotonic())
-        super().handle_idle_timeout()
-
-    def handle_close(self) -> None:
-        self.close()
 
 
 def test_silent_connection_is_closed(poller_name: str, socket_map: Map, sockets: Sockets) -> None:

@@ -14,43 +14,14 @@ import weakref
 from typing import Any, List
 
 import pytest
+from helpers import QuietIdle as Quiet
 from helpers import Sockets, in_map
+from helpers import drive_one_pass as drive
 
 import asyncio_compat.idle
 from asyncio_compat import asyncore, call_every, call_later, loop_stats
-from asyncio_compat.idle import IdleTimeoutMixin
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def drive(driver: str, socket_map: Any, timeout: float, poller_name: str) -> None:
-    if driver == "loop":
-        asyncore.loop(timeout=timeout, map=socket_map, count=1, poller=poller_name)
-    elif driver == "poll":
-        asyncore.poll(timeout, socket_map)
-    else:
-        asyncore.poll2(timeout, socket_map)
-
-
-class Quiet(IdleTimeoutMixin, asyncore.dispatcher):
-    def __init__(self, sock: socket.socket, socket_map: Any, timeout: float) -> None:
-        self.idle_timeout = timeout
-        self.timeouts: List[float] = []
-        self.received = b""
-        super().__init__(sock, map=socket_map)
-
-    def writable(self) -> bool:
-        return False
-
-    def handle_read(self) -> None:
-        self.received += self.recv(100)
-
-    def handle_idle_timeout(self) -> None:
-        self.timeouts.append(time.monotonic())
-        super().handle_idle_timeout()
-
-    def handle_close(self) -> None:
-        self.close()
 
 
 @pytest.mark.parametrize("socket_map", ["SocketMap", "dict"], indirect=True)

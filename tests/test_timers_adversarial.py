@@ -16,23 +16,13 @@ import tracemalloc
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
+from helpers import ONE_PASS_DRIVERS as DRIVERS
+from helpers import drive_one_pass as drive
 
 from asyncio_compat import asyncore, call_at, call_every, call_later, loop_stats
 from asyncio_compat.timers import TimerHandle
 
 pytestmark = pytest.mark.timeout(60)
-
-DRIVERS = ["loop", "poll", "poll2"]
-
-
-def drive(driver: str, socket_map: Any, timeout: Any, poller_name: str) -> None:
-    """One pass over ``socket_map``, made by ``driver``."""
-    if driver == "loop":
-        asyncore.loop(timeout=timeout, map=socket_map, count=1, poller=poller_name)
-    elif driver == "poll":
-        asyncore.poll(timeout, socket_map)
-    else:
-        asyncore.poll2(timeout, socket_map)
 
 
 class Quiet(asyncore.dispatcher):
