@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 
 # errnos that mean "this fd is no longer open": the channel is told NVAL
 _FD_GONE = frozenset({EBADF, ENOENT})
+# select() on Windows takes sockets only: no pipe can end its wait (see MapLoop.wake)
+_NO_SELECTABLE_PIPES = os.name == "nt"
 
 # Any: a decorator must hand back exactly the function it was given
 F = TypeVar("F", bound=Callable[..., Any])
@@ -568,16 +570,18 @@ class MapLoop:
                 return
             self.passes += 1
             # A signal handler may add or close channels at any point.  Up to
-            # the end of sync() they are seen; from there to the wait, the
-            # change sets ``moved`` (see channel_moved) and the pass does not
-            # wait; in the wait (which PEP 475 resumes on the old set) the
-            # change calls wake().  ``finally`` clears ``waiting`` if the wait
-            # raises.
-            self.moved = False
+            # the end of sync() they are seen; outside the wait, the change
+            # sets ``moved`` (see channel_moved) and the pass does not wait:
+            # the change may have been made after loop() decided to run this
+            # pass (the map emptied), so ``moved`` is cleared when a pass
+            # ends and when a run claims the map, not here.  In the wait
+            # (which PEP 475 resumes on the old set) the change calls wake().
+            # ``finally`` clears ``waiting`` if the wait raises.
             # the tests of sync(), here: a pass with nothing to register saves a call
             if self.dirty or self.polled or not self.tracked:
                 self.sync()
-            self.waiting = True
+            # a pass that cannot wait (the foreign drivers' zero timeout) needs no wake
+            self.waiting = timeout != 0.0
             if self.synthetic or self.moved:
                 ready, self.synthetic = self.synthetic, []
                 ready += self.poller.poll(0)
@@ -610,6 +614,7 @@ class MapLoop:
         finally:
             self.running -= 1
             self.waiting = False
+            self.moved = False
 
     def _run_debug_pass(self, timeout: Optional[float], poll_semantics: bool) -> None:
         """:meth:`run_pass` in debug mode: the same steps, with the waits and
@@ -618,9 +623,8 @@ class MapLoop:
         if monitor is None:
             monitor = self.monitor = _debug.new_monitor()
         self.passes += 1
-        self.moved = False  # as in _run_pass
         self.sync()
-        self.waiting = True
+        self.waiting = timeout != 0.0
         ready, self.synthetic = self.synthetic, []
         ready += monitor.wait(self.poller.poll, 0 if ready or self.moved else self.timers.clip(timeout))
         self.waiting = False
@@ -700,15 +704,18 @@ class MapLoop:
     def wake(self) -> None:
         """Make the wait in progress return now, where the kernel allows it.
 
-        For a signal handler that added or removed a channel during the
-        wait: PEP 475 resumes the wait on the old set, without the new
-        channel, and epoll and kqueue drop a closed fd without a word (the
-        sweep would notice it within ``sweep_interval``).  A poller
-        with a kernel object (epoll, kqueue, /dev/poll) takes a new fd at once,
-        so an always-writable pipe end is added and the wait returns.  select
-        and poll wait on arrays built before the wait: nothing to do there (a
-        closed fd ends their wait by itself: EBADF or POLLNVAL).  Outside a
-        wait it does nothing.
+        For a signal handler or another thread that added or removed a
+        channel during the wait: PEP 475 resumes the wait on the old set,
+        without the new channel, and epoll and kqueue drop a closed fd
+        without a word (the sweep would notice it within ``sweep_interval``).
+        An always-writable pipe end is registered.  A poller with a kernel
+        object (epoll, kqueue, /dev/poll) takes it at once and the wait
+        returns.  select and poll wait on arrays built when the system call
+        starts: the pipe ends a wait that has not started yet (the change
+        came after ``waiting`` was set, before the call), and a wait under
+        way ends by itself when a closed fd is in its array (EBADF or
+        POLLNVAL).  Outside a wait it does nothing, and on Windows too
+        (only select there, which takes sockets only).
 
         Never raises (it runs inside ``close()``, maybe on another thread
         than the loop's): a wake that cannot be made leaves the wait to its
@@ -728,7 +735,7 @@ class MapLoop:
             self.wake_lock.release()
 
     def _add_wake_pipe(self) -> None:
-        if self.poller.fileno() < 0:
+        if self.poller.closed or _NO_SELECTABLE_PIPES:
             return
         read_fd, write_fd = os.pipe()
         if self.wake_pipe is not None:  # a signal handler made one meanwhile
@@ -873,6 +880,9 @@ def release_abandoned(socket_map: ChannelMap) -> Optional[MapLoop]:
 def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
     """The MapLoop serving ``socket_map`` (or None) for a pass of ``loop()``, ``poll()`` or ``poll2()``.
 
+    Changes made to the map before the run are registered by its first
+    pass, which waits as usual: only a change made after this call (a signal
+    handler, another thread) makes a pass skip its wait (``moved``).
     Raises RuntimeError, with the holder's reason, while the map's holder
     refuses them (see :meth:`MapLoop.hold`).
     """
@@ -882,6 +892,8 @@ def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
         if refusal is not None:
             raise RuntimeError(refusal)
         state = _LOOPS.get(id(socket_map))
+    if state is not None:
+        state.moved = False
     return state
 
 

@@ -103,6 +103,10 @@ class EpollPoller(SweepingPoller):
     def _register_again(self, fd: int, mask: int) -> None:
         try:
             self._kernel_register(fd, mask)
+        except FileExistsError:
+            # registered in the new set meanwhile (another thread's wake, a
+            # signal handler): our table holds the mask it must have
+            self._epoll.modify(fd, mask)
         except OSError as exc:
             if exc.errno != errno.EBADF:
                 raise

@@ -705,3 +705,60 @@ def test_a_key_that_is_not_an_fd_is_refused_by_name(poller_name: str) -> None:
         bad.clear()
         _loop.forget(bad)
 
+
+
+# -- a handler that empties the map ends loop() at once ----------------------------------
+
+
+def _quiet_channels(sockets: Sockets, socket_map: Map, errors: List[str]) -> None:
+    """Two channels with nothing to read nor write: a pass over them waits its whole timeout."""
+    for _ in range(2):
+        sock, _peer = sockets.pair()
+        Polled(sock, socket_map, errors)
+
+
+def test_a_handler_that_empties_the_map_at_any_point_ends_loop_at_once(
+    backend: Any, sockets: Sockets
+) -> None:
+    # promise (docs/stopping.rst): loop() returns as soon as the map is
+    # empty, whatever point the handler lands on: between loop()'s test of
+    # the map and the pass, after the pass decided to wait but before the
+    # system call starts (select and poll: nothing in their arrays ends
+    # that wait), or anywhere else before the wait.
+    wait = 0.5
+    stride, first = _points_to_attack()
+    fired_at: List[float] = []
+    errors: List[str] = []
+
+    def empty_the_map(socket_map: Map) -> None:
+        fired_at.append(time.monotonic())
+        asyncore.close_all(socket_map)
+
+    def attacked(target: int) -> Tuple[int, float, float]:
+        """(points seen, seconds from the handler to loop()'s return, seconds in loop())"""
+        socket_map: Map = SocketMap()
+        _quiet_channels(sockets, socket_map, errors)
+        run(socket_map, backend, timeout=0.0)  # registered: the next pass waits
+        del fired_at[:]
+        body = functools.partial(run, socket_map, backend, count=1, timeout=wait)
+        warm_up = functools.partial(run, SocketMap(), backend, timeout=0.0)
+        started = time.monotonic()
+        seen = _run_with_handler_at(target, functools.partial(empty_the_map, socket_map), body, warm_up)
+        ended = time.monotonic()
+        release_map(socket_map)
+        assert fired_at or target == 0
+        return seen, ended - (fired_at[0] if fired_at else ended), ended - started
+
+    counted, _, _ = attacked(0)
+    assert counted > 20  # the tracer did see loop() and its pass
+    slow = []
+    attacked_points = 0
+    for target in range(first, counted + 1, stride):
+        _, late, took = attacked(target)
+        attacked_points += 1
+        if late >= wait / 2:
+            slow.append((target, round(late, 2)))
+        elif took - late >= wait / 10:
+            break  # the handler came after (part of) the wait, as it will at every later point
+    assert slow == [] and errors == []
+    assert attacked_points > 10

@@ -141,3 +141,33 @@ def test_a_registration_kept_alive_by_a_dup_never_reports_under_its_number(pair:
                 assert p.fileno() == epoll_fd  # rebuilt under the same number
         finally:
             os.close(kept)
+
+
+def test_a_registration_made_while_the_set_is_rebuilt_is_kept(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rebuild (dup2 of a fresh epoll, then every fd of the table again)
+    # can be joined by another thread's register() or a signal handler's
+    # between the two steps: that fd is then in the new set and in the
+    # table, and registering it again (EEXIST) must not fail the wait.
+    gone, gone_peer = socket.socketpair()
+    late, late_peer = socket.socketpair()
+    real_dup2 = os.dup2
+    with slow_sweeping() as p, gone_peer, late, late_peer:
+        p.register(gone.fileno(), READ)
+        number = gone.fileno()
+        gone.close()  # closed before it was unregistered
+        p.unregister(number)  # EBADF: the set is rebuilt before the next wait
+
+        def dup2_then_register(source: int, target: int, inheritable: bool = True) -> int:
+            done = real_dup2(source, target, inheritable)
+            monkeypatch.setattr(os, "dup2", real_dup2)
+            p.register(late.fileno(), READ)  # in the new set, and in the table
+            return done
+
+        monkeypatch.setattr(os, "dup2", dup2_then_register)
+        late_peer.send(b"x")
+        assert events_of(p, 5.0) == {late.fileno(): READ}
+        p.register(pair[0].fileno(), READ)
+        pair[1].send(b"y")
+        assert events_of(p, 5.0) == {late.fileno(): READ, pair[0].fileno(): READ}

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 from tempfile import TemporaryFile
-from typing import Iterator, List, Tuple
+from types import FrameType
+from typing import Iterator, List, Optional, Tuple
 
+import fakes.kqueue
 import pytest
 from fakes import FakeKevent, FakeKqueue, install_kqueue, install_spy
 from fakes.kqueue import (
@@ -69,6 +72,38 @@ def test_fake_takes_one_change_per_call_on_macos_only(kq: FakeKqueue, mode: str,
     else:
         kq.control(both, 0, 0)
         assert kq.pairs() == {(fd, R), (fd, W)}
+
+
+def test_fake_applies_its_changes_before_any_signal_handler_runs(
+    kq: FakeKqueue, pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kevent() is one system call: a signal arriving while it applies the
+    # changes is handled after them.  The fake is Python code; unless it
+    # holds signals back, a handler that calls it again changes the tables
+    # it is walking (RuntimeError: dictionary changed size during iteration).
+    order: List[str] = []
+    raised = []
+
+    def identity_and_a_signal(fd: int) -> Tuple[int, int]:
+        if not raised:
+            raised.append(True)
+            signal.raise_signal(signal.SIGUSR1)
+        order.append(f"applied {fd}")
+        return real_identity(fd)
+
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
+        order.append("handler")
+        kq.control([change(pair[1].fileno(), R, KQ_EV_ADD)], 0)
+
+    real_identity = fakes.kqueue.identity
+    monkeypatch.setattr(fakes.kqueue, "identity", identity_and_a_signal)
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        kq.control([change(pair[0].fileno(), R, KQ_EV_ADD)], 0)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert order == [f"applied {pair[0].fileno()}", "handler", f"applied {pair[1].fileno()}"]
+    assert kq.pairs() == {(pair[0].fileno(), R), (pair[1].fileno(), R)}
 
 
 def test_fake_delete_of_an_unknown_pair_is_enoent(kq: FakeKqueue, pair: Pair) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 import select
-from typing import Any, Callable, NoReturn, Optional, Tuple
+import signal
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NoReturn, Optional, Tuple
 
 import pytest
 
@@ -57,6 +59,31 @@ def os_error(code: int) -> OSError:
 
 def closed_error(kind: str) -> ValueError:
     return ValueError(f"I/O operation on closed {kind} object")
+
+
+_ALL_SIGNALS = getattr(signal, "valid_signals", lambda: set())()
+_block = getattr(signal, "pthread_sigmask", None)
+
+
+@contextmanager
+def atomic() -> Iterator[None]:
+    """Run the body as a kernel runs a system call: no signal handler inside.
+
+    A real kevent() or write() to /dev/poll applies its changes before any
+    Python-level handler can run.  The fakes are Python code, where a handler
+    (or a finalizer the garbage collector calls) may run between any two
+    instructions and change the very tables being walked.  Signals are
+    blocked for the body; one that arrives meanwhile is delivered when the
+    body ends.  Where pthread_sigmask is missing, the body runs unprotected.
+    """
+    if _block is None:
+        yield
+        return
+    previous = _block(signal.SIG_BLOCK, _ALL_SIGNALS)
+    try:
+        yield
+    finally:
+        _block(signal.SIG_SETMASK, previous)
 
 
 def ceil_ms(seconds: float) -> int:

@@ -28,7 +28,7 @@ import pytest
 
 from pollers import PRI, READ, WRITE
 
-from ._common import FakeKernelObject, as_fd, real_poll
+from ._common import FakeKernelObject, as_fd, atomic, real_poll
 
 POLLREMOVE = 0x0800  # Solaris <sys/poll.h>
 # select.POLLIN | POLLPRI | POLLOUT, spelled with pollers' equal flags: Windows' select has no POLL*
@@ -68,33 +68,31 @@ class FakeDevpoll(FakeKernelObject):
     def poll(self, timeout: Optional[float] = None) -> List[Tuple[int, int]]:
         """Write the buffered records, then wait; ``timeout`` in milliseconds."""
         self._check_open()
-        self._flush()
+        with atomic():
+            self._flush()
+            wanted = list(self._set.items())
         ms = -1 if timeout is None or timeout < 0 else int(math.ceil(timeout))
         self.timeouts.append(ms)
         poller = real_poll()
-        for number, events in list(self._set.items()):  # atomic in a kernel
+        for number, events in wanted:
             poller.register(number, events)
         # PEP 475: poll() retries on EINTR with the remaining time, like DP_POLL
         return list(poller.poll(ms))
 
     def interest(self) -> Dict[int, int]:
         """The fd -> events set as the device holds it (after a flush)."""
-        self._flush()
-        return dict(self._set)
+        with atomic():
+            self._flush()
+            return dict(self._set)
 
     def _flush(self) -> None:
-        for number, events in self._take_buffer():
+        taken, self._buffer = self._buffer, []
+        for number, events in taken:
             self.writes.append((number, events))
             if events == POLLREMOVE:
                 self._set.pop(number, None)
             else:
                 self._set[number] = self._set.get(number, 0) | events
-
-    def _take_buffer(self) -> List[Tuple[int, int]]:
-        # swapped, not cleared after: a write made by a signal handler while
-        # the fake flushes is kept for the next flush
-        taken, self._buffer = self._buffer, []
-        return taken
 
 
 def _unsigned_short(value: int) -> int:

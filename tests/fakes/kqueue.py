@@ -43,6 +43,7 @@ from ._common import (
     FakeKernelObject,
     Identity,
     as_fd,
+    atomic,
     ceil_ms,
     identity,
     identity_or_none,
@@ -131,7 +132,8 @@ class FakeKqueue(FakeKernelObject):
         """Apply the changes, then wait for at most ``max_events`` events."""
         self._check_open()
         changes = self._check_arguments(changelist, max_events, timeout)
-        errors = self._apply_all(changes, max_events)
+        with atomic():
+            errors = self._apply_all(changes, max_events)
         if errors or max_events == 0:
             return errors
         return self._wait(max_events, timeout)
@@ -140,8 +142,9 @@ class FakeKqueue(FakeKernelObject):
 
     def pairs(self) -> Set[Pair]:
         """The (ident, filter) pairs the kernel holds now."""
-        self._forget_closed()
-        return set(self._knotes)
+        with atomic():
+            self._forget_closed()
+            return set(self._knotes)
 
     def queue_event(self, kev: FakeKevent) -> None:
         self._queued.append(kev)
@@ -199,26 +202,28 @@ class FakeKqueue(FakeKernelObject):
 
     def _wait(self, max_events: int, timeout: Optional[float]) -> List[FakeKevent]:
         self.timeouts.append(timeout)
-        self._forget_closed()
-        vnodes = self._vnode_events()
+        with atomic():
+            self._forget_closed()
+            vnodes = self._vnode_events()
+            masks = self._poll_masks()
         if self._queued or vnodes:
             timeout = 0.0
         poller = real_poll()
-        for fd, mask in self._poll_masks().items():
+        for fd, mask in masks.items():
             poller.register(fd, mask)
-        # PEP 475: poll() retries on EINTR with the remaining time, like kevent()
+        # PEP 475: poll() retries on EINTR with the remaining time, like kevent();
+        # handlers run during the wait, as they do during a real one
         ready = poller.poll(-1 if timeout is None else ceil_ms(timeout))
-        queued, self._queued = self._queued[:max_events], self._queued[max_events:]
-        # level-triggered: a ready pair left out by max_events is found again next time
-        events = queued + vnodes + [kev for fd, revents in ready for kev in self._events(fd, revents)]
-        return events[:max_events]
+        with atomic():
+            queued, self._queued = self._queued[:max_events], self._queued[max_events:]
+            # level-triggered: a ready pair left out by max_events is found again next time
+            found = [kev for fd, revents in ready for kev in self._events(fd, revents)]
+        return (queued + vnodes + found)[:max_events]
 
     def _vnode_events(self) -> List[FakeKevent]:
         """The filters on regular files that fire now (they are never waited for)."""
         found = []
-        # over copies here and below: a kernel call is atomic, but the fake
-        # runs Python code where a signal handler may change the set
-        for fd, kfilter in list(self._knotes):
+        for fd, kfilter in self._knotes:
             if not _is_regular_file(fd):
                 continue
             if kfilter == KQ_FILTER_WRITE:
@@ -231,7 +236,7 @@ class FakeKqueue(FakeKernelObject):
 
     def _poll_masks(self) -> Dict[int, int]:
         masks: Dict[int, int] = {}
-        for fd, kfilter in list(self._knotes):
+        for fd, kfilter in self._knotes:
             if _is_regular_file(fd):
                 continue
             wanted = select.POLLIN | _RDHUP if kfilter == KQ_FILTER_READ else select.POLLOUT
