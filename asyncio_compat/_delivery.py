@@ -163,8 +163,10 @@ def deliver_events(
     An event whose fd no longer belongs to its channel (closed, or reused by
     another channel during the pass) is dropped.  After each event, a channel
     listed in ``interest_of`` (one that reports its interest changes) is
-    asked for its mask at once and the poller told if it changed; when that
-    fails, ``interest_failed(fd, channel)`` sorts it out.
+    asked for its mask at once and the poller told if it changed.  When the
+    asking raises, the channel's ``handle_error()`` follows that one call;
+    when the poller refuses the mask, ``interest_failed(fd, channel)`` sorts
+    it out.
     """
     owner_now = socket_map.get
     registered = poller.masks
@@ -193,7 +195,13 @@ def deliver_events(
         if interest is not None and owner_now(fd) is obj:
             try:
                 events_wanted = interest(obj)
-                if events_wanted != registered.get(fd):
+            except RERAISED:
+                raise
+            except BaseException:
+                report_error(obj)
+                continue
+            if events_wanted != registered.get(fd):
+                try:
                     poller.set_mask(fd, events_wanted)
-            except Exception:
-                interest_failed(fd, obj)
+                except Exception:
+                    interest_failed(fd, obj)

@@ -130,3 +130,53 @@ def test_reconnecting_inside_a_handler_gets_the_new_connection(
         asyncore.close_all(socket_map)
         for sock in server.accepted:
             sock.close()
+
+
+class FailsToSayAfterAnEvent(asyncore.dispatcher):
+    """Reports its interest changes; after reading once, its readable() raises."""
+
+    def __init__(self, sock: socket.socket, socket_map: Any) -> None:
+        super().__init__(sock, map=socket_map)
+        self.asked_after_read = 0
+        self.has_read = False
+        self.calls_before_handle_error: List[int] = []
+
+    @asyncore.pushes_interest
+    def readable(self) -> bool:
+        if self.has_read:
+            self.asked_after_read += 1
+            raise RuntimeError("readable() fails")
+        return True
+
+    @asyncore.pushes_interest
+    def writable(self) -> bool:
+        return False
+
+    def handle_read(self) -> None:
+        self.recv(100)
+        self.has_read = True
+
+    def handle_error(self) -> None:
+        self.calls_before_handle_error.append(self.asked_after_read)
+        self.close()
+
+
+@pytest.mark.parametrize("use_poll", [False, True])
+def test_a_pushed_predicate_that_raises_after_an_event_is_asked_once(
+    poller_name: str, use_poll: bool
+) -> None:
+    # The loop asks a channel that reports its changes for its interest right
+    # after each event; when the predicate raises, handle_error() follows
+    # that one call (sync() makes the same promise), the predicate is not
+    # asked again to find out.
+    socket_map: Dict[int, Any] = SocketMap()
+    mine, peer = socket.socketpair()
+    with peer:
+        channel = FailsToSayAfterAnEvent(mine, socket_map)
+        peer.send(b"x")
+        for _ in range(20):
+            if channel.calls_before_handle_error:
+                break
+            asyncore.loop(5.0, use_poll, socket_map, count=1, poller=poller_name)
+        assert channel.calls_before_handle_error == [1]
+        assert not socket_map
