@@ -108,7 +108,6 @@ class ForeignDriver:
         self._in_pass = True
         try:
             self.state.run_pass(0.0)
-            self.state.sync()
         except BaseException as exc:
             self._in_pass = False
             self.error = exc

@@ -554,7 +554,15 @@ class MapLoop:
     # -- one pass ----------------------------------------------------------
 
     def run_pass(self, timeout: Optional[float], poll_semantics: bool = True) -> None:
-        """Register what changed, wait up to ``timeout`` and dispatch.
+        """One pass: register what changed, wait up to ``timeout``, dispatch, run due timers.
+
+        The only pass there is: ``loop()``, ``poll()``/``poll2()``, debug
+        mode and every foreign driver (the asyncio bridge, Tk, a hosted
+        asyncio loop) run these steps.  In debug mode a monitor is consulted
+        at named points: around the wait, around each handler and each
+        timer.  While a foreign loop serves the map (:attr:`pinned`) the
+        pass ends with the registrations in line with the map, since that
+        loop waits on them between passes.
 
         ``poll_semantics`` picks how events reach the channels: as 3.11's
         ``poll2()`` did (hang-ups call ``handle_close``) or as its select
@@ -562,12 +570,10 @@ class MapLoop:
         """
         # Counted for forget(): a handler, timer or signal handler may empty
         # the map (close_all()) and then add channels again within the pass,
-        # which must go on with this poller.  The try costs nothing on 3.11+.
+        # which must go on with this poller.
         self.running += 1
         try:
-            if _debug.enabled:  # one read per pass; nothing per event while debug mode is off
-                self._run_debug_pass(timeout, poll_semantics)
-                return
+            monitor = self._monitor() if _debug.enabled else None
             self.passes += 1
             # A signal handler may add or close channels at any point.  Up to
             # the end of sync() they are seen; outside the wait, the change
@@ -576,20 +582,18 @@ class MapLoop:
             # pass (the map emptied), so ``moved`` is cleared when a pass
             # ends and when a run claims the map, not here.  In the wait
             # (which PEP 475 resumes on the old set) the change calls wake().
-            # ``finally`` clears ``waiting`` if the wait raises.
-            # the tests of sync(), here: a pass with nothing to register saves a call
             if self.dirty or self.polled or not self.tracked:
                 self.sync()
             # a pass that cannot wait (the foreign drivers' zero timeout) needs no wake
             self.waiting = timeout != 0.0
+            poll = self.poller.poll
             if self.synthetic or self.moved:
                 ready, self.synthetic = self.synthetic, []
-                ready += self.poller.poll(0)
+                ready += poll(0.0) if monitor is None else monitor.wait(poll, 0.0)
             else:
                 timers = self.timers
-                # .live, not bool(timers) and clip() when there is none: two
-                # calls fewer per pass
-                ready = self.poller.poll(timers.clip(timeout) if timers.live else timeout)
+                wait = timers.clip(timeout) if timers.live else timeout
+                ready = poll(wait) if monitor is None else monitor.wait(poll, wait)
             self.waiting = False
             if self.watched:  # signal pipes, a wake pipe: empty in most programs
                 ready = self._serve_watched(ready)
@@ -597,8 +601,6 @@ class MapLoop:
             owners = self.owners
             # bind each event to its owner now: handlers may close and reuse fds
             events: List[Event] = []
-            # a loop, not a comprehension: saves the comprehension's frame, 1,560
-            # of 26,200 instructions per loop(0, count=1) (callgrind, 3.11)
             for fd, flags in ready:
                 if fd in owners:
                     events.append((fd, owners[fd], flags))
@@ -606,37 +608,28 @@ class MapLoop:
             # look at once.  (Polled channels are asked next pass anyway, and an
             # untracked map is compared in full.)
             interest_of = self.interest_of if self.tracked else {}
-            deliver_events(
-                events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed
-            )
+            if monitor is None:
+                deliver_events(
+                    events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed
+                )
+            else:
+                monitor.deliver(
+                    events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed
+                )
             if self.timers.live:
-                self.timers.run_due(time.monotonic())
+                self.timers.run_due(time.monotonic(), None if monitor is None else monitor.run_timer)
+            if self.pins:
+                self.sync()
         finally:
             self.running -= 1
             self.waiting = False
             self.moved = False
 
-    def _run_debug_pass(self, timeout: Optional[float], poll_semantics: bool) -> None:
-        """:meth:`run_pass` in debug mode: the same steps, with the waits and
-        every handler timed and spinning channels watched (see ``_debug``)."""
-        monitor = self.monitor
-        if monitor is None:
-            monitor = self.monitor = _debug.new_monitor()
-        self.passes += 1
-        self.sync()
-        self.waiting = timeout != 0.0
-        ready, self.synthetic = self.synthetic, []
-        ready += monitor.wait(self.poller.poll, 0 if ready or self.moved else self.timers.clip(timeout))
-        self.waiting = False
-        if self.watched:
-            ready = self._serve_watched(ready)
-        self.events += len(ready)
-        owners = self.owners
-        events: List[Event] = [(fd, owners[fd], flags) for fd, flags in ready if fd in owners]
-        interest_of = self.interest_of if self.tracked else {}
-        monitor.deliver(events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed)
-        if self.timers:
-            self.timers.run_due(time.monotonic(), monitor.run_timer)
+    def _monitor(self) -> LoopMonitor:
+        """This loop's debug-mode monitor, made on the first pass that needs it."""
+        if self.monitor is None:
+            self.monitor = _debug.new_monitor()
+        return self.monitor
 
     def stats(self) -> LoopStats:
         """This loop's :class:`~asyncio_compat.LoopStats` (see ``loop_stats()``)."""
