@@ -8,7 +8,7 @@ The protocol exists for the type checker: the engine (``_loop``,
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 
 class HandlesErrors(Protocol):
@@ -41,3 +41,7 @@ class Channel(HandlesErrors, Protocol):
 
 #: how the loop computes a channel's mask in one call (see ``_loop.interest_function``)
 InterestFunction = Callable[[Channel], int]
+
+#: the socket map as the engine reads it: fd -> channel (legacy code passes
+#: plain dicts of anything, so the engine only reads it through this)
+ChannelMap = Mapping[int, Channel]

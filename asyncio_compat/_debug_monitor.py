@@ -1,11 +1,11 @@
 """Debug mode at work: handlers timed, spinning channels found.
 
 Loaded by the first debug pass (see ``_debug``).  A MapLoop in debug mode
-hands each pass's events to its :class:`LoopMonitor` instead of the plain
-``deliver_events``.  The monitor delivers each event through that same
-function (so the handler-error contract is the one of ``_delivery``), with
-the channel behind a :class:`TimedChannel` that times each handler the loop
-calls on it.
+hands each event to its :class:`LoopMonitor`, which delivers it through
+``_delivery``'s per-channel functions (so the handler-error contract is the
+same) with the channel behind a :class:`TimedChannel` that times each
+handler the loop calls on it; the monitor also times the wait and each timer
+callback.
 
 Spinning is judged from the kernel's side, around each handler call, so it
 sees every way a handler may move bytes (``dispatcher.send``, its socket's
@@ -39,9 +39,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from pollers import READ, WRITE, Poller
 
 from . import _debug
-from ._channel import Channel, InterestFunction
+from ._channel import Channel
 from ._debug import describe
-from ._delivery import Event, deliver_events
+from ._delivery import deliver_poll, deliver_select
 
 try:
     import fcntl
@@ -60,8 +60,6 @@ SPIN_THRESHOLD = 100
 logger = logging.getLogger("asyncio_compat")
 
 Ready = List[Tuple[int, int]]  # (fd, flags) as a poller reports them
-Repair = Callable[[int, Channel], None]  # the loop's interest_failed(fd, channel)
-InterestMap = Dict[int, InterestFunction]  # fd -> mask function, for channels that push changes
 
 # struct tcp_info (linux/tcp.h, append-only): tcpi_bytes_acked is the u64 at
 # offset 120 (Linux 4.1 and later)
@@ -112,43 +110,28 @@ class LoopMonitor:
         finally:
             self.wait_seconds += time.perf_counter() - started
 
-    def deliver(self, events: List[Event], socket_map: Mapping[int, object], poller: Poller,
-                poll_semantics: bool, interest_of: InterestMap, interest_failed: Repair) -> None:
-        """``deliver_events``, one event at a time: each handler timed and
-        each event's progress checked for spinning."""
-        for fd, obj, flags in events:
-            record = self._spin_record(fd, obj)
-            marks = record.measure(fd, flags)
-            timed = TimedChannel(obj, self)
-            interest = interest_of.get(fd)
-            deliver_events(
-                [(fd, timed, flags)],
-                OwnerView(socket_map, obj, timed),
-                poller,
-                poll_semantics,
-                {} if interest is None else {fd: _for_channel(interest, obj)},
-                _unwrapping(interest_failed, obj),
-            )
-            if socket_map.get(fd) is obj and record.belongs_to(obj):
-                record.compare(fd, flags, marks)
-            else:
-                self.spins.pop(fd, None)
+    def deliver(self, fd: int, obj: Channel, flags: int, socket_map: Mapping[int, object],
+                poller: Poller, poll_semantics: bool) -> None:
+        """One event's delivery, as the loop's: each handler timed, the
+        event's progress checked for spinning."""
+        record = self._spin_record(fd, obj)
+        marks = record.measure(fd, flags)
+        timed = TimedChannel(obj, self)
+        owners = OwnerView(socket_map, obj, timed)
+        if poll_semantics:
+            deliver_poll(timed, flags, fd, owners)
+        else:
+            deliver_select(timed, flags, fd, owners, poller)
+        if socket_map.get(fd) is obj and record.belongs_to(obj):
+            record.compare(fd, flags, marks)
+        else:
+            self.spins.pop(fd, None)
 
     def _spin_record(self, fd: int, obj: Channel) -> SpinRecord:
         record = self.spins.get(fd)
         if record is None or not record.belongs_to(obj):
             record = self.spins[fd] = SpinRecord(obj)
         return record
-
-
-def _unwrapping(interest_failed: Repair, obj: Channel) -> Repair:
-    # the loop's repair works on the channel itself, not on its timing wrapper
-    return lambda fd, _timed: interest_failed(fd, obj)
-
-
-def _for_channel(interest: InterestFunction, obj: Channel) -> InterestFunction:
-    # the interest function reads the channel itself, not its timing wrapper
-    return lambda _timed: interest(obj)
 
 
 class TimedChannel:

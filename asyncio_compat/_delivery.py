@@ -13,17 +13,18 @@ channel's handler, the TLS and socketserver channels):
 Two delivery styles exist because CPython 3.11 had two: :func:`deliver_poll`
 (``poll2()``/``readwrite``: a hang-up calls ``handle_close``) and
 :func:`deliver_select` (``poll()``: select() has no hang-up flag, so a hang-up
-shows as the read/write event the channel asked for).  :func:`deliver_events`
-runs a whole pass's batch; it inlines the READ-only case, the one that
-dominates every workload, and ``tests/test_delivery.py`` checks that the
-inline copy and these functions agree on every outcome.
+shows as the read/write event the channel asked for).  The batch over a
+pass's events is the loop's (``MapLoop``); it delivers the READ-only case,
+the one that dominates every workload, without a call, and
+``tests/test_delivery.py`` checks that it and these functions agree on
+every outcome.
 """
 
 from __future__ import annotations
 
 import sys
 from errno import EBADF, ECONNABORTED, ECONNRESET, ENOTCONN, EPIPE, ESHUTDOWN
-from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Type
+from typing import Callable, FrozenSet, Mapping, Optional, Tuple, Type
 
 from pollers import ERR, HUP, NVAL, PRI, READ, WRITE, Poller
 
@@ -37,10 +38,6 @@ DISCONNECTED: FrozenSet[int] = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONN
 RERAISED: Tuple[Type[BaseException], ...] = (ExitNow, KeyboardInterrupt, SystemExit)
 
 _CLOSE_FLAGS = HUP | ERR | NVAL
-
-#: (fd, channel bound when the kernel reported it, flags)
-Event = Tuple[int, Channel, int]
-
 
 def call_guarded(obj: HandlesErrors, handler_name: str) -> None:
     """Call ``obj``'s method ``handler_name``; any exception but :data:`RERAISED`
@@ -148,60 +145,3 @@ def call_reported(callback: Callable[..., object], args: Tuple[object, ...], sou
 
         sys.stderr.write(f"error: uncaptured python exception in {source} {callback!r}\n")
         traceback.print_exc()
-
-
-def deliver_events(
-    events: List[Event],
-    socket_map: Mapping[int, object],
-    poller: Poller,
-    poll_semantics: bool,
-    interest_of: Dict[int, Callable[[Channel], int]],
-    interest_failed: Callable[[int, Channel], None],
-) -> None:
-    """Deliver a pass's events, each to the channel it was bound to.
-
-    An event whose fd no longer belongs to its channel (closed, or reused by
-    another channel during the pass) is dropped.  After each event, a channel
-    listed in ``interest_of`` (one that reports its interest changes) is
-    asked for its mask at once and the poller told if it changed.  When the
-    asking raises, the channel's ``handle_error()`` follows that one call;
-    when the poller refuses the mask, ``interest_failed(fd, channel)`` sorts
-    it out.
-    """
-    owner_now = socket_map.get
-    registered = poller.masks
-    for fd, obj, flags in events:
-        if owner_now(fd) is not obj:
-            continue
-        if flags == READ:
-            # The common case, inline (saves a call per event): the same
-            # outcome as deliver_poll / deliver_select for READ alone.
-            try:
-                obj.handle_read_event()
-            except RERAISED:
-                raise
-            except OSError as exc:
-                if poll_semantics and exc.errno in DISCONNECTED:
-                    obj.handle_close()
-                else:
-                    obj.handle_error()
-            except BaseException:
-                obj.handle_error()
-        elif poll_semantics:
-            deliver_poll(obj, flags, fd, socket_map)
-        else:
-            deliver_select(obj, flags, fd, socket_map, poller)
-        interest = interest_of.get(fd)
-        if interest is not None and owner_now(fd) is obj:
-            try:
-                events_wanted = interest(obj)
-            except RERAISED:
-                raise
-            except BaseException:
-                report_error(obj)
-                continue
-            if events_wanted != registered.get(fd):
-                try:
-                    poller.set_mask(fd, events_wanted)
-                except Exception:
-                    interest_failed(fd, obj)

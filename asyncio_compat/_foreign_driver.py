@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Optional, Set
 
-from ._loop import ChannelMap, MapLoop
+from ._channel import ChannelMap
+from ._loop import MapLoop
 
 
 class ChangeSignal(Set[int]):

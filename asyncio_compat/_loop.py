@@ -44,9 +44,10 @@ import pollers
 from pollers import NVAL, PRI, READ, WRITE, Poller, fd_of
 
 from . import _debug, _timers
-from ._channel import Channel, InterestFunction
+from ._channel import Channel, ChannelMap, InterestFunction
 from ._config import PollerSpec, get_default_poller, resolve_poller
-from ._delivery import RERAISED, Event, deliver_events, report_error
+from ._delivery import DISCONNECTED, RERAISED, deliver_poll, deliver_select, report_error
+from ._registrations import ByFd, Registration, Registrations
 
 if TYPE_CHECKING:
     from ._debug_monitor import LoopMonitor
@@ -63,9 +64,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 # a channel class that a fast interest function is written for
 C = TypeVar("C", bound=Channel)
 
-# The socket map as the engine sees it: fd -> channel.  Legacy code passes
-# plain dicts of anything, so the engine only reads it through this.
-ChannelMap = Mapping[int, Channel]
 
 # readable()/writable() implementations whose answers only change when the
 # channel says so (or handles an event); see pushes_interest().
@@ -239,13 +237,8 @@ class MapLoop:
         # the map behind a view (a one-pass loop of poll()/poll2())
         self.serves = socket_map if serves is None else serves
         self.poller = poller_cls()
-        self.owners: Dict[int, Channel] = {}  # fd -> channel registered for it
-        # fd -> the channel's socket when it was registered: a channel that
-        # reconnects gets a new socket, often under the same fd number
-        self.sockets: Dict[int, object] = {}
-        self.polled: Dict[int, Channel] = {}  # fd -> channel asked every pass
-        # fd -> mask function of a channel that reports its changes
-        self.interest_of: Dict[int, InterestFunction] = {}
+        # one record per registered fd (see _registrations)
+        self._registered = Registrations()
         changed: Optional[Set[int]] = getattr(socket_map, "_changed", None)
         self.tracked = changed is not None
         # fds to look at on the next pass: shared with the SocketMap's record
@@ -285,10 +278,6 @@ class MapLoop:
         # MapLoop (a signal handler emptied the map between two passes and
         # filled it again) takes a fresh poller (see sync)
         self.released = False
-        # maps keyed by objects with fileno() (3.11's select() took them):
-        # fd -> map key and back, for those keys only
-        self.key_of: Dict[int, object] = {}
-        self.fd_for_key: Dict[object, int] = {}
         # what delivery reads to check that a channel still owns its fd:
         # the map itself, or a view by fd while some key is not an int
         self.lookup: Mapping[int, object] = socket_map
@@ -348,11 +337,11 @@ class MapLoop:
     def asks_every_pass(self) -> bool:
         """True when some channel must be asked its interest on every pass
         (it overrides a predicate, or the map is a plain dict)."""
-        return not self.tracked or bool(self.polled)
+        return not self.tracked or bool(self._registered.asked_every_pass)
 
     def is_registered(self, fd: int) -> bool:
         """True while ``fd`` is registered for some channel."""
-        return fd in self.owners
+        return fd in self._registered
 
     def replace_change_record(self, convert: Callable[[Set[int]], Set[int]]) -> None:
         """Replace the set of changed fds shared with the SocketMap by ``convert(current)``.
@@ -381,8 +370,9 @@ class MapLoop:
             # loop(0, count=1) beside 1,000 idle channels (callgrind, 3.11).
             if self.dirty:
                 self._sync_fds(self.dirty, polled_asked_next=True)
-            if self.polled:
-                for fd, obj in list(self.polled.items()):
+            asked = self._registered.asked_every_pass
+            if asked:
+                for fd, obj in list(asked.items()):
                     self._refresh(fd, obj)
         else:
             self._sync_in_full()
@@ -391,11 +381,11 @@ class MapLoop:
         # copies of the tables (list() is one C call): a signal handler or
         # another thread closing a channel changes them under the loop
         socket_map = self.map
-        key_of = self.key_of
-        if key_of:
-            gone = [fd for fd in list(self.owners) if key_of.get(fd, fd) not in socket_map]
+        registered = self._registered
+        if registered.has_keys():
+            gone = [fd for fd in list(registered.by_fd) if registered.key_of(fd) not in socket_map]
         else:
-            gone = [fd for fd in list(self.owners) if fd not in socket_map]
+            gone = [fd for fd in list(registered.by_fd) if fd not in socket_map]
         for fd in gone:
             self._drop(fd)
         self.dirty.clear()
@@ -416,7 +406,7 @@ class MapLoop:
         # difference_update() resizes the table when it leaves it mostly
         # empty.  Not clear(): a signal handler may add an fd after list().
         socket_map = self.map
-        polled = self.polled
+        polled = self._registered.asked_every_pass
         while fds:
             batch = list(fds)
             fds.difference_update(batch)
@@ -436,9 +426,9 @@ class MapLoop:
 
     def _sync_key(self, key: object, obj: Optional[Channel]) -> None:
         if obj is None:
-            fd = self.fd_for_key.get(key)
+            fd = self._registered.fd_for_key.get(key)
             # the fd may belong to a newcomer already, keyed otherwise
-            if fd is not None and self.key_of.get(fd) is key:
+            if fd is not None and self._registered.key_of(fd) is key:
                 self._drop(fd)
         else:
             self._refresh_by_key(key, obj)
@@ -453,14 +443,14 @@ class MapLoop:
             ) from None
         except ValueError:
             # closed (fileno() is -1): its old fd, if any, reports NVAL by itself
-            if key not in self.fd_for_key:
+            if key not in self._registered.fd_for_key:
                 report_error(obj)
             return
         self._refresh(fd, obj)
-        if self.key_of.get(fd) is not key and self.owners.get(fd) is obj:
-            self.key_of[fd] = key
-            self.fd_for_key[key] = fd
-            self.lookup = _ByFd(self.map, self.key_of)
+        record = self._registered.by_fd.get(fd)
+        if record is not None and record.channel is obj and record.key is not key:
+            self._registered.set_key(fd, key)
+            self.lookup = ByFd(self.map, self._registered)
 
     def _refresh(self, fd: int, obj: Channel) -> None:
         self._own(fd, obj)
@@ -470,13 +460,16 @@ class MapLoop:
         # A new socket under a known fd number (a channel that closed and
         # reconnected inside a handler) is a new registration: the kernel
         # forgot the old socket when it was closed (epoll, kqueue).
-        if self.owners.get(fd) is not obj or self.sockets.get(fd) is not getattr(obj, "socket", None):
+        record = self._registered.by_fd.get(fd)
+        if record is None or record.channel is not obj or record.socket is not getattr(obj, "socket", None):
             self._adopt(fd, obj)
 
     def _apply_interest(self, fd: int, obj: Channel) -> None:
         """Ask ``obj`` what it wants and tell the poller (a no-op if unchanged)."""
+        record = self._registered.by_fd.get(fd)
+        interest = wanted_events if record is None or record.interest is None else record.interest
         try:
-            events = self.interest_of.get(fd, wanted_events)(obj)
+            events = interest(obj)
         except RERAISED:
             raise
         except BaseException:
@@ -495,35 +488,16 @@ class MapLoop:
             # e.g. an fd past select()'s FD_SETSIZE: this channel's problem only
             report_error(obj)
 
-    def _interest_failed(self, fd: int, obj: Channel) -> None:
-        # after an event: the socket may have changed under the same fd
-        # (a reconnect inside the handler), or the fd be gone; the slow path
-        # sorts both out
-        self._refresh(fd, obj)
-
     def _adopt(self, fd: int, obj: Channel) -> None:
-        if fd in self.owners:
+        if fd in self._registered:
             self._drop(fd)
-        self.owners[fd] = obj
-        self.sockets[fd] = getattr(obj, "socket", None)
-        interest = _interest_function(obj)
-        if interest is None:
-            self.polled[fd] = obj
-        else:
-            self.interest_of[fd] = interest
+        self._registered.add(fd, obj, _interest_function(obj))
 
     def _drop(self, fd: int) -> None:
         self.poller.discard(fd)
-        self.owners.pop(fd, None)
-        self.sockets.pop(fd, None)
-        self.polled.pop(fd, None)
-        self.interest_of.pop(fd, None)
-        if self.key_of:
-            key = self.key_of.pop(fd, None)
-            if key is not None:
-                self.fd_for_key.pop(key, None)
-                if not self.key_of:
-                    self.lookup = self.map
+        record = self._registered.drop(fd)
+        if record is not None and record.key is not None and not self._registered.has_keys():
+            self.lookup = self.map
 
     def release_fd(self, fd: int) -> None:
         """Unregister ``fd`` now: its channel left the map and is about to close it.
@@ -582,7 +556,7 @@ class MapLoop:
             # pass (the map emptied), so ``moved`` is cleared when a pass
             # ends and when a run claims the map, not here.  In the wait
             # (which PEP 475 resumes on the old set) the change calls wake().
-            if self.dirty or self.polled or not self.tracked:
+            if self.dirty or self._registered.asked_every_pass or not self.tracked:
                 self.sync()
             # a pass that cannot wait (the foreign drivers' zero timeout) needs no wake
             self.waiting = timeout != 0.0
@@ -598,24 +572,14 @@ class MapLoop:
             if self.watched:  # signal pipes, a wake pipe: empty in most programs
                 ready = self._serve_watched(ready)
             self.events += len(ready)
-            owners = self.owners
-            # bind each event to its owner now: handlers may close and reuse fds
-            events: List[Event] = []
+            by_fd = self._registered.by_fd
+            # bind each event to its registration now: handlers may close and reuse fds
+            events: List[Tuple[int, Registration, int]] = []
             for fd, flags in ready:
-                if fd in owners:
-                    events.append((fd, owners[fd], flags))
-            # A channel that just handled an event may want something else now:
-            # look at once.  (Polled channels are asked next pass anyway, and an
-            # untracked map is compared in full.)
-            interest_of = self.interest_of if self.tracked else {}
-            if monitor is None:
-                deliver_events(
-                    events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed
-                )
-            else:
-                monitor.deliver(
-                    events, self.lookup, self.poller, poll_semantics, interest_of, self._interest_failed
-                )
+                record = by_fd.get(fd)
+                if record is not None:
+                    events.append((fd, record, flags))
+            self._deliver(events, poll_semantics, monitor)
             if self.timers.live:
                 self.timers.run_due(time.monotonic(), None if monitor is None else monitor.run_timer)
             if self.pins:
@@ -624,6 +588,65 @@ class MapLoop:
             self.running -= 1
             self.waiting = False
             self.moved = False
+
+    def _deliver(
+        self,
+        events: List[Tuple[int, Registration, int]],
+        poll_semantics: bool,
+        monitor: Optional[LoopMonitor],
+    ) -> None:
+        """Deliver a pass's events, each to the channel it was bound to.
+
+        An event whose fd no longer belongs to its channel (closed, or
+        reused by another channel during the pass) is dropped.  READ alone,
+        the common case, is delivered here; the rest by ``_delivery``'s
+        per-channel functions, with the same outcomes.  Then a channel that
+        reports its interest changes (on a tracked map) is asked for its
+        mask at once, since it may want something else now; when the asking
+        raises, ``handle_error()`` follows that one call.
+        """
+        owner_now = self.lookup.get
+        poller = self.poller
+        registered = poller.masks
+        tracked = self.tracked
+        for fd, record, flags in events:
+            obj = record.channel
+            if owner_now(fd) is not obj:
+                continue
+            if monitor is not None:
+                monitor.deliver(fd, obj, flags, self.lookup, poller, poll_semantics)
+            elif flags == READ:
+                try:
+                    obj.handle_read_event()
+                except RERAISED:
+                    raise
+                except OSError as exc:
+                    if poll_semantics and exc.errno in DISCONNECTED:
+                        obj.handle_close()
+                    else:
+                        obj.handle_error()
+                except BaseException:
+                    obj.handle_error()
+            elif poll_semantics:
+                deliver_poll(obj, flags, fd, self.lookup)
+            else:
+                deliver_select(obj, flags, fd, self.lookup, poller)
+            interest = record.interest
+            if interest is not None and tracked and owner_now(fd) is obj:
+                try:
+                    wanted = interest(obj)
+                except RERAISED:
+                    raise
+                except BaseException:
+                    report_error(obj)
+                    continue
+                if wanted != registered.get(fd):
+                    try:
+                        poller.set_mask(fd, wanted)
+                    except Exception:
+                        # the socket may have changed under the same fd (a
+                        # reconnect inside the handler), or the fd be gone
+                        self._refresh(fd, obj)
 
     def _monitor(self) -> LoopMonitor:
         """This loop's debug-mode monitor, made on the first pass that needs it."""
@@ -638,7 +661,7 @@ class MapLoop:
         timings: Tuple[Optional[float], Optional[float]] = (None, None)
         if _debug.enabled:
             timings = self.monitor.totals() if self.monitor is not None else (0.0, 0.0)
-        polled = len(self.polled) if self.tracked else len(self.map)
+        polled = len(self._registered.asked_every_pass) if self.tracked else len(self.map)
         return LoopStats(self.poller.name, len(self.map), polled, len(self.timers),
                          self.passes, self.events, *timings)
 
@@ -658,7 +681,7 @@ class MapLoop:
         :func:`on_new_loop` to watch again on the next one).  Raises
         KeyError for an fd that is a channel's or already watched.
         """
-        if fd in self.watched or fd in self.owners:
+        if fd in self.watched or fd in self._registered:
             raise KeyError(f"fd {fd} is already watched by this loop")
         try:
             self.poller.register(fd, READ)
@@ -788,10 +811,8 @@ class MapLoop:
             old.close()  # only closes the fd: no epoll_ctl, no kevent
         except OSError:
             pass  # a kqueue fd is not inherited on the BSDs
-        self.owners.clear()
-        self.sockets.clear()
-        self.polled.clear()
-        self.interest_of.clear()
+        self._registered.clear()
+        self.lookup = self.map
         self.synthetic.clear()
         self.dirty.update(self.map)
         self.watches_to_register.clear()
@@ -804,12 +825,7 @@ class MapLoop:
             self.released = True
             self.timers.clear()
             self.poller.close()
-            self.owners.clear()
-            self.sockets.clear()
-            self.polled.clear()
-            self.interest_of.clear()
-            self.key_of.clear()
-            self.fd_for_key.clear()
+            self._registered.clear()
             self.lookup = self.map
             self._drop_wake_pipe()  # left by a wait that ended by an exception
             self.watched.clear()
@@ -980,25 +996,6 @@ def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional
     finally:
         state.timers = _timers.TimerQueue()  # close() clears its queue: not the map's
         state.close()
-
-
-class _ByFd(Mapping[int, object]):
-    """A map with some keys that are not ints, seen by fd (what delivery reads)."""
-
-    __slots__ = ("_map", "_key_of")
-
-    def __init__(self, socket_map: ChannelMap, key_of: Mapping[int, object]) -> None:
-        self._map = socket_map
-        self._key_of = key_of
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def __getitem__(self, fd: int) -> object:
-        return self._map[self._key_of.get(fd, fd)]  # type: ignore[index]
 
 
 class _Untracked(Mapping[int, Channel]):
