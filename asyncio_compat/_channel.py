@@ -39,5 +39,5 @@ class Channel(HandlesErrors, Protocol):
     def handle_close(self) -> None: ...
 
 
-#: how the loop computes a channel's mask in one call (see ``_loop.interest_function``)
+#: how the loop computes a channel's mask in one call (see ``_loop.register_fast_interest``)
 InterestFunction = Callable[[Channel], int]
