@@ -121,8 +121,8 @@ def report_error(obj: HandlesErrors) -> None:
         raise
     except BaseException:
         # imported here, on the first error: traceback pulls in linecache,
-        # tokenize and textwrap, 0.3 MB of peak RSS (VmHWM, 3.11) that 3.11's
-        # asyncore does not load at import
+        # tokenize and textwrap, memory that 3.11's asyncore does not spend
+        # at import
         import traceback
 
         traceback.print_exc()

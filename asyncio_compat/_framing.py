@@ -245,7 +245,7 @@ class Framer:
         the call, one Python call fewer per message (the same value, and the
         same AttributeError when it was never set).
         """
-        # _join() copes with a consumed buffer too; testing truth first saves 8 of 100 bytecodes
+        # _join() copes with a consumed buffer too: the test spares the usual read its call
         if self._buffer or type(data) is not bytes:
             data = self._join(data)
         self._buffer = data
@@ -284,7 +284,7 @@ class Framer:
                 sink.collect_incoming_data(buffer[start:] if start else buffer)
                 if self._buffer is buffer and self._offset == size:
                     # all handed out: done, without another turn of the loop
-                    # (a bulk read costs 15% fewer bytecodes)
+                    # (which every read of a bulk transfer would pay)
                     self._buffer = b""
                     self._offset = 0
                     return

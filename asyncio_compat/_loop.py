@@ -97,7 +97,7 @@ def register_fast_interest(readable: object, writable: object, interest: Callabl
 
     The loop then computes such a channel's mask with one call instead of
     three.  ``test_fast_interest_functions_agree_with_the_predicates`` in
-    tests/test_limits.py checks each registered pair in every state.
+    tests/test_loop.py checks each registered pair in every state.
     """
     # the loop calls it only on channels whose class has these predicates,
     # i.e. on the class ``interest`` was written for
@@ -125,7 +125,7 @@ def _interest_function(obj: Channel) -> Optional[InterestFunction]:
 def _predicates_are_the_class_ones(obj: Channel, cls: type) -> bool:
     # Compares bound methods instead of looking into obj.__dict__: touching
     # __dict__ materialises it, and CPython then stops specialising attribute
-    # access on the instance (measured: ~30% more instructions per event).
+    # access on the instance, which slows every event it handles.
     return (
         getattr(obj.readable, "__func__", None) is getattr(cls, "readable", None)
         and getattr(obj.writable, "__func__", None) is getattr(cls, "writable", None)
@@ -264,7 +264,7 @@ class MapLoop:
         # a timer or a signal handler may empty the map and fill it again
         self.running = 0
         # inside the poller's wait, where a signal handler may run: a channel
-        # added or removed there calls wake() (issue 14)
+        # added or removed there calls wake(), so the wait ends and sees it
         self.waiting = False
         # a channel joined or left the map since this pass began (see run_pass)
         self.moved = False
@@ -365,9 +365,8 @@ class MapLoop:
         if self.released:
             self._reopen()
         if self.tracked:
-            # Both tests skip work when nothing changed and no channel is
-            # polled, the usual pass: 2,800 of 35,100 instructions per
-            # loop(0, count=1) beside 1,000 idle channels (callgrind, 3.11).
+            # Both tests skip the work in the usual pass, where nothing
+            # changed and no channel is polled.
             if self.dirty:
                 self._sync_fds(self.dirty, polled_asked_next=True)
             asked = self._registered.asked_every_pass
@@ -401,8 +400,8 @@ class MapLoop:
 
     def _sync_fds(self, fds: Set[int], polled_asked_next: bool) -> None:
         # Take a snapshot and remove it rather than pop(): set.pop() scans the
-        # hash table from a moving finger, and a set that once held 10,000
-        # fds keeps a table that size, making each pop cost ~20 us;
+        # hash table from a moving finger, and a set that once held many
+        # fds keeps a table that size, so each pop scans a mostly empty table;
         # difference_update() resizes the table when it leaves it mostly
         # empty.  Not clear(): a signal handler may add an fd after list().
         socket_map = self.map
@@ -575,6 +574,7 @@ class MapLoop:
             by_fd = self._registered.by_fd
             # bind each event to its registration now: handlers may close and reuse fds
             events: List[Tuple[int, Registration, int]] = []
+            # a loop, not a comprehension: no comprehension frame per pass
             for fd, flags in ready:
                 record = by_fd.get(fd)
                 if record is not None:
@@ -1025,8 +1025,7 @@ def poller_class_for(use_poll: bool, poller: PollerSpec) -> Type[Poller]:
     """
     if isinstance(poller, str):
         # what resolve_poller() does for a name, one call shorter: loop()
-        # resolves its poller= on every call (400 of 28,300 instructions
-        # per loop(0, count=1), callgrind, 3.11)
+        # resolves its poller= on every call
         return pollers.get(poller)
     if poller is not None:
         return resolve_poller(poller)

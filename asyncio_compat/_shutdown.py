@@ -59,8 +59,8 @@ class _Stop:
     def sort(self, channels: List[Tuple[int, Any]]) -> None:
         """Act on each ``(fd, channel)`` of the map as the module docstring says."""
         # imported at the call, not with the package: the socketserver
-        # package (and threading, io, traceback with it) is ~1 MB of peak RSS
-        # that a program not using it should not pay
+        # package (and threading, io, traceback with it) takes memory that a
+        # program not using it should not pay
         from .socketserver import ServerChannel
 
         for fd, channel in channels:

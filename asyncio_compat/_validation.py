@@ -14,8 +14,8 @@ def finite_number(value: object, name: str, accepted: str = "a number of seconds
     the parameter ``name`` (the TypeError says it must be ``accepted``).
     """
     if type(value) is not float and type(value) is not int:
-        # numbers (0.05 MB of peak RSS) loads only for a value that is
-        # neither float nor int (a bool, a Fraction, a numpy scalar...)
+        # numbers loads only for a value that is neither float nor int (a
+        # bool, a Fraction, a numpy scalar...): others never pay its memory
         from numbers import Real
 
         if isinstance(value, bool) or not isinstance(value, Real):

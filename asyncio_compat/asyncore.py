@@ -184,7 +184,7 @@ def loop(
     kind = type(timeout)
     if not ((kind is float or kind is int) and 0 <= timeout < _FOREVER):  # type: ignore[operator]
         timeout = _validation.wait_timeout(timeout, negative_means_none=bool(use_poll))
-    # _default_map(map), inline: saves a call, 550 instructions per loop()
+    # _default_map(map), inline: a driver may call loop() once per pass
     socket_map_ = socket_map if map is None else map
     state = _loop.claim(socket_map_)  # raises while a foreign driver holds the map
     if state is None or poller is not None:

@@ -1,4 +1,4 @@
-"""Two programs run under CPython 3.11's own asyncore and under ours (issue 14).
+"""Two programs run under CPython 3.11's own asyncore and under ours (signals, fork).
 
     python process_programs.py stdlib|ours close_all|swap|prefork
 

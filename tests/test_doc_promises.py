@@ -6,8 +6,8 @@ break it: a descriptor closed or duplicated behind the poller's back, a
 refusing kernel, a close from another thread, a handler that changes a
 channel without saying so.  Loop-level tests run on every backend
 (``poller_name``); poller-level ones also on the kqueue and /dev/poll fakes
-of tests/fakes.  Promises already attacked elsewhere are listed with their
-tests in the report of issue 18, not repeated here.
+of tests/fakes.  A promise that the tests of its own feature already attack
+is not attacked again here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fork safety (issue 14): a prefork server whose parent ran the loop before forking.
+"""Fork safety: a prefork server whose parent ran the loop before forking.
 
 Each forked child must get a poller of its own: sharing the parent's epoll
 instance made children steal each other's events.  Children leave with

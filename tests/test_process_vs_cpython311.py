@@ -1,4 +1,4 @@
-"""Signals and fork under CPython 3.11's own asyncore and under ours (issue 14).
+"""Signals and fork under CPython 3.11's own asyncore and under ours.
 
 tests/process_programs.py is run twice with the 3.11 interpreter: once on the
 standard library's asyncore, once on ours (on each backend); what the

@@ -1,4 +1,4 @@
-"""asyncio_compat.shutdown(): the graceful stop of a map (issue 14)."""
+"""asyncio_compat.shutdown(): the graceful stop of a map."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signals during a wait, and add_signal_handler/remove_signal_handler (issue 14).
+"""Signals during a wait, and add_signal_handler/remove_signal_handler.
 
 Each test arms a one-shot SIGALRM with ``signal.setitimer`` before calling
 ``loop()``: the signal lands while the loop waits.  No sleep is used to

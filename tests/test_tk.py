@@ -442,7 +442,7 @@ def test_tk_idle_client_example_checks_the_bytes(monkeypatch: pytest.MonkeyPatch
 def test_add_signal_handler_under_tk(
     default_poller: str, tk_root: Any, socket_map: asyncore.SocketMap
 ) -> None:
-    """asyncio_compat.add_signal_handler's callback runs in a pass that Tk drives (issue 14)."""
+    """asyncio_compat.add_signal_handler's callback runs in a pass that Tk drives."""
     from asyncio_compat.tk import attach
 
     ours, theirs = socket.socketpair()
