@@ -621,7 +621,10 @@ class MapLoop:
         every handler timed and spinning channels watched (see ``_debug``)."""
         monitor = self.monitor
         if monitor is None:
-            monitor = self.monitor = _debug.new_monitor()
+            # `import asyncio_compat` does not load debug mode's code (and logging)
+            from ._debug_monitor import LoopMonitor
+
+            monitor = self.monitor = LoopMonitor()
         self.passes += 1
         self.sync()
         self.waiting = timeout != 0.0
