@@ -928,29 +928,6 @@ def served_maps() -> List[ChannelMap]:
     return [state.map for state in _LOOPS.values()]
 
 
-def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (asyncore's name)
-    """A :class:`~asyncio_compat.LoopStats` describing the loop serving ``map``
-    (default: ``asyncore.socket_map``).
-
-    A map with no loop (never run, or emptied and released since) gives
-    ``poller=None``, its number of channels, zeros for the rest, and for the
-    timings None while debug mode is off, 0.0 while it is on.
-    """
-    if map is None:
-        # looked up at call time, and not imported at the top: `import
-        # asyncio_compat` must not load asyncore (see _install.py)
-        from . import asyncore
-
-        map = asyncore.socket_map
-    state = _LOOPS.get(id(map))
-    if state is not None:
-        return state.stats()
-    from ._loop_stats import LoopStats
-
-    timing = 0.0 if _debug.enabled else None
-    return LoopStats(None, len(map), 0, 0, 0, 0, timing, timing)
-
-
 def forget(socket_map: ChannelMap) -> None:
     """Close and drop the MapLoop of a map that emptied (keeps pending timers).
 
