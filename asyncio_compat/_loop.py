@@ -643,7 +643,7 @@ class MapLoop:
 
     def stats(self) -> LoopStats:
         """This loop's :class:`~asyncio_compat.LoopStats` (see ``loop_stats()``)."""
-        from ._loop_stats import LoopStats  # loaded when asked for: see _loop_stats
+        from ._loop_stats import LoopStats  # `import asyncio_compat` does not load dataclasses
 
         timings: Tuple[Optional[float], Optional[float]] = (None, None)
         if _debug.enabled:
