@@ -13,12 +13,9 @@ from __future__ import annotations
 import atexit
 import os
 import warnings
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Mapping, Optional
+from typing import Callable, Dict, Iterable, Mapping, Optional
 
 from ._validation import seconds
-
-if TYPE_CHECKING:
-    from ._debug_monitor import LoopMonitor
 
 #: the environment variable that turns debug mode on (any value but "" and "0")
 ENV_VAR = "ASYNCIO_COMPAT_DEBUG"
@@ -46,13 +43,6 @@ def set_debug(on: bool, *, slow_handler: float = 0.1) -> None:
 def get_debug() -> bool:
     """True while debug mode is on."""
     return enabled
-
-
-def new_monitor() -> LoopMonitor:
-    """A LoopMonitor for a loop's debug passes (its module is loaded on first use)."""
-    from ._debug_monitor import LoopMonitor
-
-    return LoopMonitor()
 
 
 def describe(obj: object) -> str:

@@ -15,15 +15,9 @@ import sys
 from importlib.abc import Loader, MetaPathFinder
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
-
-def _our_modules() -> Dict[str, ModuleType]:
-    # imported here, not at package import: most users of the package never
-    # call install() and should not pay for asynchat
-    from . import asynchat, asyncore
-
-    return {"asyncore": asyncore, "asynchat": asynchat}
+from . import asynchat, asyncore
 
 
 class SmtpdFinder(MetaPathFinder, Loader):
@@ -77,7 +71,7 @@ def install() -> None:
     emits no DeprecationWarning.  Raises ImportError only if this package
     itself is broken.
     """
-    sys.modules.update(_our_modules())
+    sys.modules.update({"asyncore": asyncore, "asynchat": asynchat})
     if _SMTPD_FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _SMTPD_FINDER)
     if "smtpd" in sys.modules:

@@ -651,12 +651,15 @@ class MapLoop:
     def _monitor(self) -> LoopMonitor:
         """This loop's debug-mode monitor, made on the first pass that needs it."""
         if self.monitor is None:
-            self.monitor = _debug.new_monitor()
+            # `import asyncio_compat` does not load debug mode's code (and logging)
+            from ._debug_monitor import LoopMonitor
+
+            self.monitor = LoopMonitor()
         return self.monitor
 
     def stats(self) -> LoopStats:
         """This loop's :class:`~asyncio_compat.LoopStats` (see ``loop_stats()``)."""
-        from ._loop_stats import LoopStats  # loaded when asked for: see _loop_stats
+        from ._loop_stats import LoopStats  # `import asyncio_compat` does not load dataclasses
 
         timings: Tuple[Optional[float], Optional[float]] = (None, None)
         if _debug.enabled:
@@ -932,29 +935,6 @@ def existing_loop(socket_map: ChannelMap) -> Optional[MapLoop]:
 def served_maps() -> List[ChannelMap]:
     """The socket maps that have a MapLoop now."""
     return [state.map for state in _LOOPS.values()]
-
-
-def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (asyncore's name)
-    """A :class:`~asyncio_compat.LoopStats` describing the loop serving ``map``
-    (default: ``asyncore.socket_map``).
-
-    A map with no loop (never run, or emptied and released since) gives
-    ``poller=None``, its number of channels, zeros for the rest, and for the
-    timings None while debug mode is off, 0.0 while it is on.
-    """
-    if map is None:
-        # looked up at call time, and not imported at the top: `import
-        # asyncio_compat` must not load asyncore (see _install.py)
-        from . import asyncore
-
-        map = asyncore.socket_map
-    state = _LOOPS.get(id(map))
-    if state is not None:
-        return state.stats()
-    from ._loop_stats import LoopStats
-
-    timing = 0.0 if _debug.enabled else None
-    return LoopStats(None, len(map), 0, 0, 0, 0, timing, timing)
 
 
 def forget(socket_map: ChannelMap) -> None:

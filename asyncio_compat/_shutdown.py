@@ -22,7 +22,7 @@ import math
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _loop
+from . import _loop, asyncore
 from ._delivery import call_reported
 from ._timers import TimerHandle
 from .asynchat import async_chat
@@ -58,9 +58,7 @@ class _Stop:
 
     def sort(self, channels: List[Tuple[int, Any]]) -> None:
         """Act on each ``(fd, channel)`` of the map as the module docstring says."""
-        # imported at the call, not with the package: the socketserver
-        # package (and threading, io, traceback with it) takes memory that a
-        # program not using it should not pay
+        # not at the top: `import asyncio_compat` does not load socketserver
         from .socketserver import ServerChannel
 
         for fd, channel in channels:
@@ -148,8 +146,6 @@ def shutdown(map: Any = None, *, grace: float = 5.0) -> None:
     """
     seconds = _check_grace(grace)
     if map is None:
-        from . import asyncore
-
         map = asyncore.socket_map
     deadline = time.monotonic() + seconds
     current = _ACTIVE.get(id(map))

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pollers
 
+from . import __version__
 from ._config import ENV_VAR, get_default_poller
 
 if sys.platform != "win32":  # Windows has no resource module and no RLIMIT_NOFILE
@@ -369,8 +370,6 @@ def collect_warnings(
 def collect() -> Report:
     """Gather the report for this interpreter and environment.  Raises nothing
     for a broken environment: problems become warnings."""
-    from . import __version__
-
     modules = tuple(locate_module(name) for name in LEGACY_MODULES)
     poller, limits = poller_info(), limit_info()
     python = PythonInfo(platform.python_version(), platform.python_implementation(), sys.executable)

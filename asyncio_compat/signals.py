@@ -30,7 +30,7 @@ from collections import deque
 from types import FrameType
 from typing import Any, Callable, Deque, Dict, Optional, Tuple, Union
 
-from . import _fork, _loop
+from . import _fork, _loop, asyncore
 from ._delivery import call_reported
 
 __all__ = ["add_signal_handler", "remove_signal_handler"]
@@ -146,9 +146,7 @@ def _check_signum(signum: object) -> int:
 
 def _map_or_default(socket_map: Any) -> Any:
     if socket_map is None:
-        from . import asyncore  # looked up at call time: programs rebind it
-
-        return asyncore.socket_map
+        return asyncore.socket_map  # read at each call: programs rebind it
     return socket_map
 
 

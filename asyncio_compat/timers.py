@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
-from . import _loop
+from . import _loop, asyncore
 from ._timers import TimerHandle, TimerQueue
 from ._validation import finite_number, seconds
 
@@ -33,11 +33,7 @@ def _check_callable(callback: Any) -> None:
 
 def _queue(socket_map: Any) -> TimerQueue:
     if socket_map is None:
-        # looked up at call time: programs (and CPython's tests) rebind it.
-        # Imported here, not at the top: `import asyncio_compat` (which
-        # imports this module) must not load asyncore (see _install.py).
-        from . import asyncore
-
+        # read at each call: programs (and CPython's tests) rebind it
         socket_map = asyncore.socket_map
     return _loop.loop_for(socket_map).timers
 
