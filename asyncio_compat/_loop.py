@@ -196,22 +196,32 @@ class SocketMap(Dict[int, Any]):
         return (type(self), (dict(self),))
 
 
+def listener_events(listener: Channel, readable_events: int) -> int:
+    """The mask of a channel that is ``accepting``, whose ``readable()`` asks for ``readable_events``.
+
+    The accept pause lives here alone: a listener that paused accepting
+    (``accept_paused``, see ``dispatcher.pause_accepting``) asks for
+    nothing, whatever its ``readable()`` says, since the waiting connection
+    keeps its fd ready and watching it would spin.  The flag means nothing
+    on a channel that is not ``accepting``.  Callers pass no WRITE: a
+    listener is never put in the write set.
+    """
+    return 0 if getattr(listener, "accept_paused", False) else readable_events
+
+
 def wanted_events(obj: Channel) -> int:
     """The mask a channel asks for, by the 3.11 rules.
 
     ``readable()`` asks for READ and PRI; ``writable()`` asks for WRITE
     unless the channel is ``accepting`` (a listening socket is never put in
-    the write set).  A listener pausing after an accept() failure
-    (``accept_paused``, see ``dispatcher.handle_accept_error``) asks for
-    nothing, whatever its ``readable()`` says: its fd stays ready, so
-    watching it would spin.
+    the write set; a paused one asks for nothing, see :func:`listener_events`).
+    Both predicates are asked of every channel, as 3.11 did.
     """
-    if getattr(obj, "accept_paused", False):
-        return 0
     events = READ | PRI if obj.readable() else 0
-    if obj.writable() and not getattr(obj, "accepting", False):
-        events |= WRITE
-    return events
+    writable = obj.writable()
+    if getattr(obj, "accepting", False):
+        return listener_events(obj, events)
+    return (events | WRITE) if writable else events
 
 
 class MapLoop:

@@ -18,11 +18,10 @@ running, so ``loop()`` returns as soon as the map is empty.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _loop, asyncore
+from . import _loop, _validation, asyncore
 from ._delivery import call_reported
 from ._timers import TimerHandle
 from .asynchat import async_chat
@@ -118,15 +117,6 @@ class _Stop:
 _ACTIVE: Dict[int, _Stop] = {}
 
 
-def _check_grace(grace: object) -> float:
-    if isinstance(grace, bool) or not isinstance(grace, (int, float)):
-        raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
-    value = float(grace)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"grace must be a finite number of seconds >= 0, got {grace!r}")
-    return value
-
-
 def shutdown(map: Any = None, *, grace: float = 5.0) -> None:
     """Stop serving ``map`` (default ``asyncore.socket_map``) gracefully.
 
@@ -141,10 +131,10 @@ def shutdown(map: Any = None, *, grace: float = 5.0) -> None:
     handler.  A second call while a stop is in progress only brings the
     deadline forward (``grace=0`` closes everything at once).
 
-    Raises TypeError for a ``grace`` that is not a number, ValueError for a
-    negative or non-finite one.
+    Raises TypeError for a ``grace`` that is not a number (a bool included),
+    ValueError for a negative, NaN or infinite one.
     """
-    seconds = _check_grace(grace)
+    seconds = _validation.seconds(grace, "grace")
     if map is None:
         map = asyncore.socket_map
     deadline = time.monotonic() + seconds

@@ -24,7 +24,7 @@ from pollers import PRI, READ, WRITE
 
 from . import asyncore
 from ._framing import Framer, Terminator, find_prefix_at_end
-from ._loop import pushes_interest, register_fast_interest
+from ._loop import listener_events, pushes_interest, register_fast_interest
 
 _INPUT = READ | PRI
 
@@ -522,7 +522,7 @@ def _consume(fifo: Deque[Any], head: Any, data: Any, count: int, sent: int) -> N
 def _chat_interest(obj: async_chat) -> int:
     events = 0 if obj._reading_paused else _INPUT
     if obj.accepting:
-        return 0 if obj.accept_paused else events
+        return listener_events(obj, events)
     if obj.producer_fifo or not obj.connected:
         events |= WRITE
     return events

@@ -641,14 +641,13 @@ class dispatcher_with_send(dispatcher):
 
 def _dispatcher_interest(obj: dispatcher) -> int:
     if obj.accepting:
-        # a listener pausing after accept() ran out of fds watches nothing
-        return 0 if obj.accept_paused else _INPUT
+        return _loop.listener_events(obj, _INPUT)
     return _ALL
 
 
 def _with_send_interest(obj: dispatcher_with_send) -> int:
     if obj.accepting:
-        return 0 if obj.accept_paused else _INPUT
+        return _loop.listener_events(obj, _INPUT)
     return _ALL if (obj.out_buffer or not obj.connected) else _INPUT
 
 

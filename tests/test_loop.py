@@ -161,11 +161,13 @@ def test_map_state_released_when_map_empties(poller_name: str, socket_map: Map, 
 @pytest.mark.parametrize("connected", [True, False])
 @pytest.mark.parametrize("accepting", [True, False])
 @pytest.mark.parametrize("queued", [False, True])
+@pytest.mark.parametrize("paused", [False, True])
 def test_fast_interest_functions_agree_with_the_predicates(
-    connected: bool, accepting: bool, queued: bool, socket_map: Map
+    connected: bool, accepting: bool, queued: bool, paused: bool, socket_map: Map
 ) -> None:
     """Each one-call interest function (``register_fast_interest``) gives the
-    mask that asking the predicates gives, in every state."""
+    mask that asking the predicates gives, in every state (``accept_paused``
+    included: a paused listener asks for nothing)."""
     for cls in (asyncore.dispatcher, asyncore.dispatcher_with_send, asynchat.async_chat):
         chan = cls(map=socket_map)
         if queued and isinstance(chan, asyncore.dispatcher_with_send):
@@ -177,6 +179,10 @@ def test_fast_interest_functions_agree_with_the_predicates(
             assert not chan.readable()
         chan.connected = connected
         chan.accepting = accepting
+        chan.accept_paused = paused  # as pause_accepting() sets it, without its timer
         fast = _loop._interest_function(chan)
         assert fast is not None and fast is not _loop.wanted_events, cls
-        assert fast(chan) == _loop.wanted_events(chan), (cls, connected, accepting, queued)
+        state = (cls, connected, accepting, queued, paused)
+        assert fast(chan) == _loop.wanted_events(chan), state
+        if accepting and paused:
+            assert fast(chan) == 0, state

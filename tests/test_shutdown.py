@@ -167,11 +167,21 @@ def test_attached_socketserver_takes_part(socket_map: asyncore.SocketMap) -> Non
     server.server_close()  # the server's own close still works
 
 
-def test_bad_grace() -> None:
-    with pytest.raises(ValueError):
-        asyncio_compat.shutdown(grace=-1)
-    with pytest.raises(TypeError):
-        asyncio_compat.shutdown(grace="5")  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    "grace, error",
+    [
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
+def test_bad_grace_is_refused_naming_it(grace: Any, error: type, socket_map: Any) -> None:
+    # the same check as every other duration (_validation.seconds): a bool is no duration
+    with pytest.raises(error, match="^grace must"):  # type: ignore[call-overload]
+        asyncio_compat.shutdown(socket_map, grace=grace)
 
 
 def test_graceful_shutdown_example(poller_name: str, tmp_path: Path) -> None:
