@@ -8,8 +8,8 @@ from . import _fork  # noqa: F401  (registers the fork hook: children get poller
 from ._config import ENV_VAR, get_default_poller, set_default_poller
 from ._debug import get_debug, set_debug
 from ._install import install
-from ._loop import SocketMap
 from ._shutdown import shutdown
+from ._socket_map import SocketMap
 from ._stats import loop_stats
 from .signals import add_signal_handler, remove_signal_handler
 from .timers import TimerHandle, call_at, call_every, call_later

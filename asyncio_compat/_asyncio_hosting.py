@@ -23,8 +23,8 @@ from typing import (
 )
 
 from . import _loop, asyncore
-from ._asyncio_serving import HOSTED, AsyncioPoller, map_or_default
-from ._loop import pushes_interest
+from ._asyncio_serving import HOSTED, AsyncioPoller
+from ._interest import pushes_interest
 from ._timers import TimerHandle
 from .timers import call_at
 
@@ -131,7 +131,7 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
     def __new__(cls, map: Any = None, selector: Optional[selectors.BaseSelector] = None) -> HostedEventLoop:
         # checked before any object exists: a half-built event loop would
         # complain from its __del__ that it was never closed
-        _check_can_host(map_or_default(map))
+        _check_can_host(asyncore.map_or_default(map))
         if selector is not None:
             _selector_fd(selector)
         elif not hasattr(selectors.DefaultSelector, "fileno"):
@@ -142,7 +142,7 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
         return super().__new__(cls)
 
     def __init__(self, map: Any = None, selector: Optional[selectors.BaseSelector] = None) -> None:
-        socket_map = map_or_default(map)
+        socket_map = asyncore.map_or_default(map)
         chosen = selectors.DefaultSelector() if selector is None else selector
         fd = _selector_fd(chosen)
         self._in_run = True  # no wake-ups until we are set up
@@ -308,7 +308,7 @@ def hosted_event_loop(map: Any = None) -> HostedEventLoop:
 
     The caller closes it when done with it.
     """
-    existing = _host_of(map_or_default(map))
+    existing = _host_of(asyncore.map_or_default(map))
     return existing if existing is not None else HostedEventLoop(map)
 
 
@@ -334,7 +334,7 @@ def run_coroutine(coro: Awaitable[T], map: Any = None) -> T:
     else:
         _discard(coro)
         raise RuntimeError("run_coroutine() cannot be called from a running asyncio loop; await it instead")
-    socket_map = map_or_default(map)
+    socket_map = asyncore.map_or_default(map)
     host = _host_of(socket_map)
     owned = host is None
     if host is None:

@@ -33,11 +33,6 @@ _READ_SIDE = READ | PRI
 _FATAL = (KeyboardInterrupt, SystemExit)
 
 
-def map_or_default(socket_map: Any) -> Any:
-    # looked up at call time: programs rebind asyncore.socket_map
-    return asyncore.socket_map if socket_map is None else socket_map
-
-
 
 # Maps that host an asyncio loop (see _asyncio_hosting): id(map) -> that loop.
 # Kept here so that a bridge can refuse such a map without a circular import.
@@ -321,7 +316,7 @@ def attach(
     """
     interval = seconds(poll_interval, "poll_interval", positive=True)
     event_loop = asyncio.get_running_loop() if loop is None else loop
-    return MapBridge(map_or_default(map), event_loop, interval)
+    return MapBridge(asyncore.map_or_default(map), event_loop, interval)
 
 
 async def run_map(map: Any = None, *, poll_interval: float = 0.1) -> None:

@@ -39,7 +39,7 @@ class Channel(HandlesErrors, Protocol):
     def handle_close(self) -> None: ...
 
 
-#: how the loop computes a channel's mask in one call (see ``_loop.register_fast_interest``)
+#: how the loop computes a channel's mask in one call (see ``_interest.register_fast_interest``)
 InterestFunction = Callable[[Channel], int]
 
 #: the socket map as the engine reads it: fd -> channel (legacy code passes

@@ -25,7 +25,6 @@ import time
 from errno import EBADF, ENOENT
 from typing import (
     TYPE_CHECKING,
-    Any,
     Callable,
     Dict,
     Iterable,
@@ -36,17 +35,16 @@ from typing import (
     Set,
     Tuple,
     Type,
-    TypeVar,
-    cast,
 )
 
 import pollers
-from pollers import NVAL, PRI, READ, WRITE, Poller, fd_of
+from pollers import NVAL, READ, WRITE, Poller, fd_of
 
 from . import _debug, _timers
-from ._channel import Channel, ChannelMap, InterestFunction
+from ._channel import Channel, ChannelMap
 from ._config import PollerSpec, get_default_poller, resolve_poller
 from ._delivery import DISCONNECTED, RERAISED, deliver_poll, deliver_select, report_error
+from ._interest import interest_function, wanted_events
 from ._registrations import ByFd, Registration, Registrations
 
 if TYPE_CHECKING:
@@ -57,172 +55,6 @@ if TYPE_CHECKING:
 _FD_GONE = frozenset({EBADF, ENOENT})
 # select() on Windows takes sockets only: no pipe can end its wait (see MapLoop.wake)
 _NO_SELECTABLE_PIPES = os.name == "nt"
-
-# Any: a decorator must hand back exactly the function it was given
-F = TypeVar("F", bound=Callable[..., Any])
-
-# a channel class that a fast interest function is written for
-C = TypeVar("C", bound=Channel)
-
-
-# readable()/writable() implementations whose answers only change when the
-# channel says so (or handles an event); see pushes_interest().
-_PUSHED_PREDICATES: Set[object] = set()
-# (readable, writable) -> a function computing the same mask in one call
-_FAST_INTEREST: Dict[Tuple[object, object], InterestFunction] = {}
-# class -> how to compute its mask without asking every pass (None: polled)
-_interest_cache: Dict[type, Optional[InterestFunction]] = {}
-
-
-def pushes_interest(func: F) -> F:
-    """Mark a ``readable``/``writable`` implementation as one that reports changes.
-
-    A class whose two predicates are both marked is not asked every pass: its
-    instances call :meth:`interest_changed` whenever an answer may change
-    outside an event handler.  Subclasses that override a predicate with an
-    unmarked function are asked every pass, as in CPython 3.11.
-    """
-    _PUSHED_PREDICATES.add(func)
-    return func
-
-
-def reports_changes(predicate: object) -> bool:
-    """True if ``predicate`` was marked with :func:`pushes_interest`."""
-    return predicate in _PUSHED_PREDICATES
-
-
-def register_fast_interest(readable: object, writable: object, interest: Callable[[C], int]) -> None:
-    """Declare that ``interest(obj)`` equals :func:`wanted_events` for any
-    class whose predicates are exactly ``readable`` and ``writable``.
-
-    The loop then computes such a channel's mask with one call instead of
-    three.  ``test_fast_interest_functions_agree_with_the_predicates`` in
-    tests/test_loop.py checks each registered pair in every state.
-    """
-    # the loop calls it only on channels whose class has these predicates,
-    # i.e. on the class ``interest`` was written for
-    _FAST_INTEREST[(readable, writable)] = cast(InterestFunction, interest)
-    _interest_cache.clear()
-
-
-def _interest_function(obj: Channel) -> Optional[InterestFunction]:
-    """How the loop learns ``obj``'s mask when it looks, or None if it must ask every pass."""
-    cls = type(obj)
-    try:
-        found = _interest_cache[cls]
-    except KeyError:
-        readable = getattr(cls, "readable", None)
-        writable = getattr(cls, "writable", None)
-        found = _FAST_INTEREST.get((readable, writable))
-        if found is None and readable in _PUSHED_PREDICATES and writable in _PUSHED_PREDICATES:
-            found = wanted_events
-        _interest_cache[cls] = found
-    if found is not None and not _predicates_are_the_class_ones(obj, cls):
-        return None  # predicates patched onto the instance: ask every pass
-    return found
-
-
-def _predicates_are_the_class_ones(obj: Channel, cls: type) -> bool:
-    # Compares bound methods instead of looking into obj.__dict__: touching
-    # __dict__ materialises it, and CPython then stops specialising attribute
-    # access on the instance, which slows every event it handles.
-    return (
-        getattr(obj.readable, "__func__", None) is getattr(cls, "readable", None)
-        and getattr(obj.writable, "__func__", None) is getattr(cls, "writable", None)
-    )
-
-
-# Any: legacy maps hold whatever objects their users put in them
-class SocketMap(Dict[int, Any]):
-    """A socket map (fd -> channel) that records which fds changed.
-
-    It behaves as a dict.  The loop reads the record to touch only what
-    changed, so a pass over a ``SocketMap`` costs O(active channels); a plain
-    dict works too but is compared in full on every pass.
-    """
-
-    # no instance __dict__: keeps method lookups on the hot path cheap
-    __slots__ = ("_changed",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Any: dict()'s own signature
-        super().__init__()
-        self._changed: Set[int] = set()  # fds to look at on the next pass
-        self.update(*args, **kwargs)
-
-    def mark_changed(self, fd: int) -> None:
-        """Record that the channel under ``fd`` may want other events."""
-        self._changed.add(fd)
-
-    def replace_change_record(self, record: Set[int]) -> None:
-        """Record changes in ``record`` from now on (see :meth:`MapLoop.replace_change_record`)."""
-        self._changed = record
-
-    def __setitem__(self, fd: int, channel: object) -> None:
-        dict.__setitem__(self, fd, channel)
-        self._changed.add(fd)
-
-    def __delitem__(self, fd: int) -> None:
-        dict.__delitem__(self, fd)
-        self._changed.add(fd)
-
-    def pop(self, fd: int, *default: object) -> object:
-        value = dict.pop(self, fd, *default)
-        self._changed.add(fd)
-        return value
-
-    def popitem(self) -> Tuple[int, object]:
-        item = dict.popitem(self)
-        self._changed.add(item[0])
-        return item
-
-    def clear(self) -> None:
-        self._changed.update(self)
-        dict.clear(self)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:  # Any: dict.update's signature
-        for fd, channel in dict(*args, **kwargs).items():
-            self[fd] = channel
-
-    def setdefault(self, fd: int, default: object = None) -> object:
-        if fd not in self:
-            self[fd] = default
-        return dict.__getitem__(self, fd)
-
-    def __ior__(self, other: Mapping[int, object]) -> SocketMap:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def __reduce__(self) -> Tuple[type, Tuple[Dict[int, object]]]:
-        return (type(self), (dict(self),))
-
-
-def listener_events(listener: Channel, readable_events: int) -> int:
-    """The mask of a channel that is ``accepting``, whose ``readable()`` asks for ``readable_events``.
-
-    The accept pause lives here alone: a listener that paused accepting
-    (``accept_paused``, see ``dispatcher.pause_accepting``) asks for
-    nothing, whatever its ``readable()`` says, since the waiting connection
-    keeps its fd ready and watching it would spin.  The flag means nothing
-    on a channel that is not ``accepting``.  Callers pass no WRITE: a
-    listener is never put in the write set.
-    """
-    return 0 if getattr(listener, "accept_paused", False) else readable_events
-
-
-def wanted_events(obj: Channel) -> int:
-    """The mask a channel asks for, by the 3.11 rules.
-
-    ``readable()`` asks for READ and PRI; ``writable()`` asks for WRITE
-    unless the channel is ``accepting`` (a listening socket is never put in
-    the write set; a paused one asks for nothing, see :func:`listener_events`).
-    Both predicates are asked of every channel, as 3.11 did.
-    """
-    events = READ | PRI if obj.readable() else 0
-    writable = obj.writable()
-    if getattr(obj, "accepting", False):
-        return listener_events(obj, events)
-    return (events | WRITE) if writable else events
-
 
 class MapLoop:
     """One socket map's poller and registrations, kept across ``loop()`` calls.
@@ -500,7 +332,7 @@ class MapLoop:
     def _adopt(self, fd: int, obj: Channel) -> None:
         if fd in self._registered:
             self._drop(fd)
-        self._registered.add(fd, obj, _interest_function(obj))
+        self._registered.add(fd, obj, interest_function(obj))
 
     def _drop(self, fd: int) -> None:
         self.poller.discard(fd)

@@ -135,8 +135,7 @@ def shutdown(map: Any = None, *, grace: float = 5.0) -> None:
     ValueError for a negative, NaN or infinite one.
     """
     seconds = _validation.seconds(grace, "grace")
-    if map is None:
-        map = asyncore.socket_map
+    map = asyncore.map_or_default(map)
     deadline = time.monotonic() + seconds
     current = _ACTIVE.get(id(map))
     if current is not None and current.active:

@@ -24,8 +24,7 @@ def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (as
     ``poller=None``, its number of channels, zeros for the rest, and for the
     timings None while debug mode is off, 0.0 while it is on.
     """
-    if map is None:
-        map = asyncore.socket_map
+    map = asyncore.map_or_default(map)
     state = _loop.existing_loop(map)
     if state is not None:
         return state.stats()

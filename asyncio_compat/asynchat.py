@@ -24,7 +24,7 @@ from pollers import PRI, READ, WRITE
 
 from . import asyncore
 from ._framing import Framer, Terminator, find_prefix_at_end
-from ._loop import listener_events, pushes_interest, register_fast_interest
+from ._interest import listener_events, pushes_interest, register_fast_interest
 
 _INPUT = READ | PRI
 

@@ -40,7 +40,7 @@ from errno import (  # noqa: F401
     EWOULDBLOCK,
     errorcode,
 )
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 import pollers
 from pollers import PRI, READ, WRITE
@@ -48,7 +48,8 @@ from pollers import PRI, READ, WRITE
 from . import _debug, _loop, _validation
 from ._delivery import DISCONNECTED, RERAISED, call_guarded, deliver_poll
 from ._errors import ExitNow
-from ._loop import SocketMap, pushes_interest, register_fast_interest
+from ._interest import listener_events, pushes_interest, register_fast_interest
+from ._socket_map import SocketMap
 
 # 3.11's module held these two under these names; code written for it may read them
 _DISCONNECTED = DISCONNECTED
@@ -80,9 +81,15 @@ def _uninitialised(channel: object) -> AttributeError:
     )
 
 
-def _default_map(map: Optional[SocketMapType]) -> SocketMapType:
-    # read the module global at call time: callers (and CPython's tests)
-    # rebind asyncore.socket_map
+_M = TypeVar("_M", bound=Mapping[int, Any])
+
+
+def map_or_default(map: Optional[_M]) -> Union[_M, SocketMapType]:  # noqa: A002 (asyncore's name)
+    """``map``, or the default ``socket_map`` when it is None.
+
+    The one default-map lookup of the package.  The module global is read at
+    each call: programs (and CPython's tests) rebind ``asyncore.socket_map``.
+    """
     return socket_map if map is None else map
 
 
@@ -128,7 +135,7 @@ def poll(timeout: Optional[float] = 0.0, map: Optional[SocketMapType] = None) ->
     Raises RuntimeError while an asyncio bridge serves the map.
     """
     wait = _validation.wait_timeout(timeout)
-    _loop.run_once(_default_map(map), pollers.get("select"), wait)
+    _loop.run_once(map_or_default(map), pollers.get("select"), wait)
 
 
 def poll2(timeout: Optional[float] = 0.0, map: Optional[SocketMapType] = None) -> None:
@@ -141,7 +148,7 @@ def poll2(timeout: Optional[float] = 0.0, map: Optional[SocketMapType] = None) -
     """
     wait = _validation.wait_timeout(timeout, negative_means_none=True)
     name = "poll" if "poll" in pollers.available() else "select"
-    _loop.run_once(_default_map(map), pollers.get(name), wait)
+    _loop.run_once(map_or_default(map), pollers.get(name), wait)
 
 
 poll3 = poll2
@@ -184,8 +191,7 @@ def loop(
     kind = type(timeout)
     if not ((kind is float or kind is int) and 0 <= timeout < _FOREVER):  # type: ignore[operator]
         timeout = _validation.wait_timeout(timeout, negative_means_none=bool(use_poll))
-    # _default_map(map), inline: a driver may call loop() once per pass
-    socket_map_ = socket_map if map is None else map
+    socket_map_ = map_or_default(map)
     state = _loop.claim(socket_map_)  # raises while a foreign driver holds the map
     if state is None or poller is not None:
         state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
@@ -238,7 +244,7 @@ class dispatcher:
     _map: Any = None
 
     def __init__(self, sock: Optional[socket.socket] = None, map: Optional[SocketMapType] = None) -> None:
-        self._map = _default_map(map)
+        self._map = map_or_default(map)
         self._fileno = None
         # Per-instance copies of the class defaults: CPython 3.11 specialises
         # attribute reads only for instance attributes, and the loop reads
@@ -641,13 +647,13 @@ class dispatcher_with_send(dispatcher):
 
 def _dispatcher_interest(obj: dispatcher) -> int:
     if obj.accepting:
-        return _loop.listener_events(obj, _INPUT)
+        return listener_events(obj, _INPUT)
     return _ALL
 
 
 def _with_send_interest(obj: dispatcher_with_send) -> int:
     if obj.accepting:
-        return _loop.listener_events(obj, _INPUT)
+        return listener_events(obj, _INPUT)
     return _ALL if (obj.out_buffer or not obj.connected) else _INPUT
 
 
@@ -694,7 +700,7 @@ def close_all(map: Optional[SocketMapType] = None, ignore_all: bool = False) -> 
     EBADF from a close is ignored; other errors propagate unless
     ``ignore_all``.  ExitNow, KeyboardInterrupt and SystemExit always propagate.
     """
-    target = _default_map(map)
+    target = map_or_default(map)
     for channel in list(target.values()):
         try:
             channel.close()

@@ -144,12 +144,6 @@ def _check_signum(signum: object) -> int:
     return signum
 
 
-def _map_or_default(socket_map: Any) -> Any:
-    if socket_map is None:
-        return asyncore.socket_map  # read at each call: programs rebind it
-    return socket_map
-
-
 def add_signal_handler(signum: int, callback: Callable[..., Any], *args: Any, map: Any = None) -> None:
     """Run ``callback(*args)`` in the loop serving ``map`` each time ``signum`` arrives.
 
@@ -181,7 +175,7 @@ def add_signal_handler(signum: int, callback: Callable[..., Any], *args: Any, ma
     signum = _check_signum(signum)
     if not callable(callback):
         raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-    socket_map = _map_or_default(map)
+    socket_map = asyncore.map_or_default(map)
     entry = _BY_MAP.get(id(socket_map))
     if entry is None:
         entry = _start_map(socket_map)
@@ -222,7 +216,7 @@ def remove_signal_handler(signum: int, map: Any = None) -> bool:
     """
     _main_thread_only("remove_signal_handler")
     signum = _check_signum(signum)
-    socket_map = _map_or_default(map)
+    socket_map = asyncore.map_or_default(map)
     entry = _BY_MAP.get(id(socket_map))
     if entry is None or entry.callbacks.pop(signum, None) is None:
         return False

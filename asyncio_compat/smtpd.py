@@ -35,7 +35,6 @@ import warnings
 from typing import Any, Dict, List, NamedTuple, NoReturn, Optional, Tuple, Union
 
 from . import asynchat, asyncore
-from ._loop import SocketMap
 from ._shutdown import shutdown
 from ._smtp_syntax import (
     check_mail_params,
@@ -47,6 +46,7 @@ from ._smtp_syntax import (
     strip_keyword,
     unstuff,
 )
+from ._socket_map import SocketMap
 from .idle import IdleTimeoutMixin
 from .signals import add_signal_handler, remove_signal_handler
 from .tls import TLSMixin

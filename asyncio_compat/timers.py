@@ -32,10 +32,7 @@ def _check_callable(callback: Any) -> None:
 
 
 def _queue(socket_map: Any) -> TimerQueue:
-    if socket_map is None:
-        # read at each call: programs (and CPython's tests) rebind it
-        socket_map = asyncore.socket_map
-    return _loop.loop_for(socket_map).timers
+    return _loop.loop_for(asyncore.map_or_default(socket_map)).timers
 
 
 def call_at(when: float, callback: Callable[..., Any], *args: Any, map: Any = None) -> TimerHandle:

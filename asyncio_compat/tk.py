@@ -129,7 +129,7 @@ def attach(
     """
     tick = seconds(tick, "tick", positive=True)
     poll_interval = seconds(poll_interval, "poll_interval", positive=True)
-    socket_map = asyncore.socket_map if map is None else map
+    socket_map = asyncore.map_or_default(map)
     current = _loop.release_abandoned(socket_map)
     if current is not None and current.pinned:
         raise RuntimeError(

@@ -26,7 +26,7 @@ How it fits the loop (the facts the design follows):
   them later, the mixin queues a made-up read event for the next pass.
 * The mixin's ``readable()``/``writable()`` answer from the TLS state while
   a handshake or a closing exchange runs.  They are marked as pushing their
-  changes (:func:`~asyncio_compat._loop.pushes_interest`); every change of
+  changes (:func:`~asyncio_compat._interest.pushes_interest`); every change of
   TLS state happens in an event handler of the channel or calls
   ``interest_changed()``.  A class whose own predicates are legacy ones
   (asked every pass) keeps being asked every pass.
@@ -53,7 +53,7 @@ from pollers import READ, WRITE
 
 from . import _loop
 from ._delivery import DISCONNECTED, call_guarded
-from ._loop import pushes_interest, reports_changes
+from ._interest import pushes_interest, reports_changes
 from ._timers import TimerHandle
 from ._validation import seconds
 from .timers import call_later

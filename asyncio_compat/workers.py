@@ -73,8 +73,9 @@ if not hasattr(os, "fork"):
     )
 
 from . import asyncore  # after the guard: file_dispatcher is POSIX-only too
-from ._loop import SocketMap, pushes_interest
+from ._interest import pushes_interest
 from ._shutdown import shutdown
+from ._socket_map import SocketMap
 from .signals import release_wakeup_fd
 
 __all__ = ["PoolOptions", "WorkerError", "WorkerPool", "serve_workers", "reuse_port_available"]

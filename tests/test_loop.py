@@ -16,7 +16,7 @@ import pytest
 from helpers import Collector, Sockets, run_until
 
 import pollers
-from asyncio_compat import SocketMap, _loop, asynchat, asyncore
+from asyncio_compat import SocketMap, _interest, _loop, asynchat, asyncore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,9 +180,9 @@ def test_fast_interest_functions_agree_with_the_predicates(
         chan.connected = connected
         chan.accepting = accepting
         chan.accept_paused = paused  # as pause_accepting() sets it, without its timer
-        fast = _loop._interest_function(chan)
-        assert fast is not None and fast is not _loop.wanted_events, cls
+        fast = _interest.interest_function(chan)
+        assert fast is not None and fast is not _interest.wanted_events, cls
         state = (cls, connected, accepting, queued, paused)
-        assert fast(chan) == _loop.wanted_events(chan), state
+        assert fast(chan) == _interest.wanted_events(chan), state
         if accepting and paused:
             assert fast(chan) == 0, state

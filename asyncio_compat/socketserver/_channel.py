@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from .. import timers
 from .._delivery import call_guarded
-from .._loop import pushes_interest
+from .._interest import pushes_interest
 from .._validation import seconds
 from ..asyncore import dispatcher
 
