@@ -265,9 +265,9 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
             channel.del_channel()
         if HOSTED.get(id(self.socket_map)) is self:
             del HOSTED[id(self.socket_map)]
-        state = _loop.existing_loop(self.socket_map)
-        if state is not None:
-            state.unhold(self._refuse_inside_another_loop)
+        map_loop = _loop.existing_loop(self.socket_map)
+        if map_loop is not None:
+            map_loop.unhold(self._refuse_inside_another_loop)
         if not self.socket_map:
             _loop.forget(self.socket_map)
 
@@ -284,11 +284,11 @@ class HostedEventLoop(asyncio.SelectorEventLoop):
         super().close()
 
 
-def _hold_hosting_map(state: _loop.MapLoop) -> None:
+def _hold_hosting_map(map_loop: _loop.MapLoop) -> None:
     """Give every new MapLoop of a map hosting an asyncio loop its holder."""
-    host = _host_of(state.map)
+    host = _host_of(map_loop.map)
     if host is not None:
-        state.hold(host._refuse_inside_another_loop)
+        map_loop.hold(host._refuse_inside_another_loop)
 
 
 _loop.on_new_loop(_hold_hosting_map)
@@ -298,8 +298,8 @@ def _check_can_host(socket_map: Any) -> None:
     existing = _host_of(socket_map)
     if existing is not None:
         raise RuntimeError(f"this socket map already hosts {existing!r}; use hosted_event_loop(map)")
-    state = _loop.release_abandoned(socket_map)
-    if state is not None and isinstance(state.poller, AsyncioPoller):
+    map_loop = _loop.release_abandoned(socket_map)
+    if map_loop is not None and isinstance(map_loop.poller, AsyncioPoller):
         raise RuntimeError("this socket map is served by an asyncio bridge: it cannot host an asyncio loop")
 
 

@@ -210,12 +210,12 @@ class MapBridge(ForeignDriver):
             raise RuntimeError(
                 f"this socket map is already served by another event loop ({current.poller!r})"
             )
-        state = _loop.loop_for(socket_map, AsyncioPoller)
+        map_loop = _loop.loop_for(socket_map, AsyncioPoller)
         self.loop = event_loop
         self._waiters: List[asyncio.Future[None]] = []
-        cast(AsyncioPoller, state.poller).bind(event_loop, self.run_pass)
-        super().__init__(socket_map, state, poll_interval)
-        state.hold(self._refuse_other_loops)
+        cast(AsyncioPoller, map_loop.poller).bind(event_loop, self.run_pass)
+        super().__init__(socket_map, map_loop, poll_interval)
+        map_loop.hold(self._refuse_other_loops)
         self.queue_pass()  # registers the channels already in the map
 
     def _refuse_other_loops(self) -> Optional[str]:
@@ -257,13 +257,13 @@ class MapBridge(ForeignDriver):
             )
 
     def _after_pass(self) -> None:
-        if self._waiters and not self.state.pending():
+        if self._waiters and not self.map_loop.pending():
             self._wake_waiters()
 
     def _release(self) -> None:
-        self.state.unhold(self._refuse_other_loops)
+        self.map_loop.unhold(self._refuse_other_loops)
         # the poller goes with its MapLoop: closing it removes the watches
-        if self.state.timers.keeps_loop_running():
+        if self.map_loop.timers.keeps_loop_running():
             _loop.loop_for(self.map, get_default_poller())  # timers pass to a regular loop
         else:
             _loop.forget(self.map)
@@ -287,7 +287,7 @@ class MapBridge(ForeignDriver):
 
     async def _until_idle(self) -> None:
         """Return once the map is empty with no timer pending; raise what ended the bridge."""
-        if not self.state.pending():
+        if not self.map_loop.pending():
             return
         waiter = self.loop.create_future()
         self._waiters.append(waiter)

@@ -56,9 +56,9 @@ class ForeignDriver:
     :meth:`_failed` and :meth:`_release`.
     """
 
-    def __init__(self, socket_map: ChannelMap, state: MapLoop, poll_interval: float) -> None:
+    def __init__(self, socket_map: ChannelMap, map_loop: MapLoop, poll_interval: float) -> None:
         self.map = socket_map
-        self.state = state  # the MapLoop: poller, registrations, timers
+        self.map_loop = map_loop  # the MapLoop: poller, registrations, timers
         self.poll_interval = poll_interval
         self.attached = True
         self.error: Optional[BaseException] = None  # what ended the driver, if anything did
@@ -67,9 +67,9 @@ class ForeignDriver:
         self._timer_deadline: Optional[float] = None  # when _cancel_timer's wake-up is due
         self._cancel_timer: Optional[Cancel] = None
         self._cancel_tick: Optional[Cancel] = None
-        state.pin()
+        map_loop.pin()
         self._install_signal()
-        state.timers.waker = self._timer_added
+        map_loop.timers.waker = self._timer_added
 
     # -- what a subclass provides -------------------------------------------
 
@@ -88,7 +88,7 @@ class ForeignDriver:
 
     def _tick_interval(self) -> Optional[float]:
         """Seconds between unconditional passes, or None for none."""
-        if self.state.asks_every_pass():
+        if self.map_loop.asks_every_pass():
             return self.poll_interval
         return None
 
@@ -108,7 +108,7 @@ class ForeignDriver:
             return
         self._in_pass = True
         try:
-            self.state.run_pass(0.0)
+            self.map_loop.run_pass(0.0)
         except BaseException as exc:
             self._in_pass = False
             self.error = exc
@@ -130,9 +130,9 @@ class ForeignDriver:
         # open: its channel closes the socket right after leaving the map, and
         # a foreign loop must not keep watching a number the kernel may hand
         # out again (asyncio would attach the stale watch to the new socket).
-        gone = [fd for fd in fds if fd not in self.map and self.state.is_registered(fd)]
+        gone = [fd for fd in fds if fd not in self.map and self.map_loop.is_registered(fd)]
         if gone:
-            self.state.sync_fds(gone)
+            self.map_loop.sync_fds(gone)
         self.queue_pass()
 
     def _timer_added(self, when: float) -> None:
@@ -144,7 +144,7 @@ class ForeignDriver:
     def _reschedule(self) -> None:
         if not self.attached:
             return
-        deadline = self.state.timers.next_deadline()
+        deadline = self.map_loop.timers.next_deadline()
         if deadline != self._timer_deadline:
             self._stop_timer()
             if deadline is not None:
@@ -179,10 +179,10 @@ class ForeignDriver:
     # -- set-up and tear-down -------------------------------------------------------
 
     def _install_signal(self) -> None:
-        self.state.replace_change_record(lambda fds: ChangeSignal(fds, self._map_changed))
+        self.map_loop.replace_change_record(lambda fds: ChangeSignal(fds, self._map_changed))
 
     def _remove_signal(self) -> None:
-        self.state.replace_change_record(set)
+        self.map_loop.replace_change_record(set)
 
     def detach(self) -> None:
         """Stop serving the map; the channels stay in it, untouched.  Idempotent."""
@@ -193,7 +193,7 @@ class ForeignDriver:
         if self._cancel_tick is not None:
             self._cancel_tick()
             self._cancel_tick = None
-        self.state.timers.waker = None
+        self.map_loop.timers.waker = None
         self._remove_signal()
-        self.state.unpin()
+        self.map_loop.unpin()
         self._release()

@@ -31,8 +31,8 @@ def after_fork_in_child(hook: Callable[[], None]) -> None:
 
 def renew_in_child() -> None:
     """What a new child runs: new pollers for every loop, then the hooks."""
-    for state in _loop.all_loops():
-        state.renew_after_fork()
+    for map_loop in _loop.all_loops():
+        map_loop.renew_after_fork()
     for hook in _CHILD_HOOKS:
         hook()
 

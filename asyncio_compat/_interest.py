@@ -29,7 +29,7 @@ C = TypeVar("C", bound=Channel)
 _PUSHED_PREDICATES: Set[object] = set()
 # (readable, writable) -> a function computing the same mask in one call
 _FAST_INTEREST: Dict[Tuple[object, object], InterestFunction] = {}
-# class -> how to compute its mask without asking every pass (None: polled)
+# class -> how to compute its mask without asking every pass (None: asked every pass)
 _interest_cache: Dict[type, Optional[InterestFunction]] = {}
 
 

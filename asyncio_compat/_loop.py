@@ -82,47 +82,47 @@ class MapLoop:
         # one record per registered fd (see _registrations)
         self._registered = Registrations()
         changed: Optional[Set[int]] = getattr(socket_map, "_changed", None)
-        self.tracked = changed is not None
+        self._tracked = changed is not None
         # fds to look at on the next pass: shared with the SocketMap's record
-        self.dirty: Set[int] = changed if changed is not None else set()
-        self.dirty.update(socket_map)
+        self._changed: Set[int] = changed if changed is not None else set()
+        self._changed.update(socket_map)
         # events made up by us or injected (an fd the kernel refused as closed)
-        self.synthetic: List[Tuple[int, int]] = []
+        self._injected: List[Tuple[int, int]] = []
         self.timers = _timers.TimerQueue()
         # foreign event loops serving this map (asyncio bridge, Tk): while
         # any is, forget() keeps this MapLoop and loop_for() will not replace it
         self.pins = 0
         # set by a foreign driver whose poller cannot wait (see hold())
-        self.holder: Optional[Callable[[], Optional[str]]] = None
+        self._holder: Optional[Callable[[], Optional[str]]] = None
         # always counted (one add per pass, one per batch): see stats()
         self.passes = 0
         self.events = 0
-        self.monitor: Optional[LoopMonitor] = None  # debug mode's timings, made on first use
+        self._monitor: Optional[LoopMonitor] = None  # debug mode's timings, made on first use
         # fd -> callback: fds watched for READ that are not channels (see watch_fd)
         self.watched: Dict[int, Callable[[], None]] = {}
-        self.watches_to_register: Set[int] = set()  # see watch_fd
+        self._watches_to_register: Set[int] = set()  # see watch_fd
         # passes in progress (nested loop() calls make it more than one):
         # forget() must not close the poller under a pass, where a handler,
         # a timer or a signal handler may empty the map and fill it again
-        self.running = 0
+        self._passes_running = 0
         # inside the poller's wait, where a signal handler may run: a channel
         # added or removed there calls wake(), so the wait ends and sees it
-        self.waiting = False
+        self._waiting = False
         # a channel joined or left the map since this pass began (see run_pass)
-        self.moved = False
-        self.wake_pipe: Optional[Tuple[int, int]] = None  # see wake()
+        self._late_change = False
+        self._wake_pipe: Optional[Tuple[int, int]] = None  # see wake()
         # held while the wake pipe or the poller is set up or torn down: a
         # thread closing a channel wakes the loop while the loop's own thread
         # may be closing this MapLoop (reentrant: a signal handler may land
         # inside either)
-        self.wake_lock = threading.RLock()
+        self._wake_lock = threading.RLock()
         # close() was called (forget()): a pass that still runs on this
         # MapLoop (a signal handler emptied the map between two passes and
         # filled it again) takes a fresh poller (see sync)
-        self.released = False
+        self._released = False
         # what delivery reads to check that a channel still owns its fd:
         # the map itself, or a view by fd while some key is not an int
-        self.lookup: Mapping[int, object] = socket_map
+        self._by_fd: Mapping[int, object] = socket_map
         self._run_new_loop_hooks()
 
     def _run_new_loop_hooks(self) -> None:
@@ -155,12 +155,12 @@ class MapLoop:
         (after letting the map go, if the driver's event loop is gone).
         None removes the holder.
         """
-        self.holder = holder
+        self._holder = holder
 
     def unhold(self, holder: Callable[[], Optional[str]]) -> None:
         """Remove ``holder`` if it is the one :meth:`hold` set (a no-op otherwise)."""
-        if self.holder == holder:
-            self.holder = None
+        if self._holder == holder:
+            self._holder = None
 
     def inject(self, fd: int, flags: int) -> None:
         """Deliver ``flags`` for ``fd`` on the next pass, which then does not wait.
@@ -169,17 +169,17 @@ class MapLoop:
         decrypted into a buffer).  The event goes to whichever channel owns
         ``fd`` at that pass.
         """
-        self.synthetic.append((fd, flags))
+        self._injected.append((fd, flags))
 
     @property
     def tracks_changes(self) -> bool:
         """True when the map records its changes (a :class:`SocketMap`)."""
-        return self.tracked
+        return self._tracked
 
     def asks_every_pass(self) -> bool:
         """True when some channel must be asked its interest on every pass
         (it overrides a predicate, or the map is a plain dict)."""
-        return not self.tracked or bool(self._registered.asked_every_pass)
+        return not self._tracked or bool(self._registered.asked_every_pass)
 
     def is_registered(self, fd: int) -> bool:
         """True while ``fd`` is registered for some channel."""
@@ -191,10 +191,10 @@ class MapLoop:
         A foreign loop installs a set that wakes it when it grows, and puts
         a plain copy back when it leaves.  A no-op for an untracked map.
         """
-        if self.tracked:
-            record = convert(self.dirty)
+        if self._tracked:
+            record = convert(self._changed)
             self.map.replace_change_record(record)  # type: ignore[attr-defined]
-            self.dirty = record
+            self._changed = record
 
     # -- registration ----------------------------------------------------
 
@@ -204,21 +204,21 @@ class MapLoop:
         Each channel is asked its interest at most once (3.11 asked once per
         pass; a predicate with a side effect must not see a second call).
         """
-        if self.released:
+        if self._released:
             self._reopen()
-        if self.tracked:
+        if self._tracked:
             # Both tests skip the work in the usual pass, where nothing
-            # changed and no channel is polled.
-            if self.dirty:
-                self._sync_fds(self.dirty, polled_asked_next=True)
+            # changed and no channel is asked every pass.
+            if self._changed:
+                self._sync_some(self._changed, asked_later=True)
             asked = self._registered.asked_every_pass
             if asked:
                 for fd, obj in list(asked.items()):
-                    self._refresh(fd, obj)
+                    self._register(fd, obj)
         else:
-            self._sync_in_full()
+            self._sync_all()
 
-    def _sync_in_full(self) -> None:
+    def _sync_all(self) -> None:
         # copies of the tables (list() is one C call): a signal handler or
         # another thread closing a channel changes them under the loop
         socket_map = self.map
@@ -229,25 +229,25 @@ class MapLoop:
             gone = [fd for fd in list(registered.by_fd) if fd not in socket_map]
         for fd in gone:
             self._drop(fd)
-        self.dirty.clear()
+        self._changed.clear()
         for key, obj in list(socket_map.items()):
             if type(key) is int:
-                self._refresh(key, obj)
+                self._register(key, obj)
             else:
                 self._refresh_by_key(key, obj)
 
     def sync_fds(self, fds: Iterable[int]) -> None:
         """Bring the poller in line with the map for these fds only, now (even mid-pass)."""
-        self._sync_fds(set(fds), polled_asked_next=False)
+        self._sync_some(set(fds), asked_later=False)
 
-    def _sync_fds(self, fds: Set[int], polled_asked_next: bool) -> None:
+    def _sync_some(self, fds: Set[int], asked_later: bool) -> None:
         # Take a snapshot and remove it rather than pop(): set.pop() scans the
         # hash table from a moving finger, and a set that once held many
         # fds keeps a table that size, so each pop scans a mostly empty table;
         # difference_update() resizes the table when it leaves it mostly
         # empty.  Not clear(): a signal handler may add an fd after list().
         socket_map = self.map
-        polled = self._registered.asked_every_pass
+        asked_every_pass = self._registered.asked_every_pass
         while fds:
             batch = list(fds)
             fds.difference_update(batch)
@@ -259,9 +259,9 @@ class MapLoop:
                 if obj is None:
                     self._drop(fd)
                     continue
-                self._own(fd, obj)
-                if not (polled_asked_next and fd in polled):
-                    self._apply_interest(fd, obj)
+                self._match_record(fd, obj)
+                if not (asked_later and fd in asked_every_pass):
+                    self._ask_interest(fd, obj)
 
     # -- maps keyed by objects with fileno() --------------------------------
 
@@ -275,7 +275,7 @@ class MapLoop:
             self._refresh_by_key(key, obj)
 
     def _refresh_by_key(self, key: object, obj: Channel) -> None:
-        """:meth:`_refresh` for a map key that is not an int (a socket, as 3.11's select() took)."""
+        """:meth:`_register` for a map key that is not an int (a socket, as 3.11's select() took)."""
         try:
             fd = fd_of(key)  # type: ignore[arg-type]
         except TypeError:
@@ -287,25 +287,25 @@ class MapLoop:
             if key not in self._registered.fd_for_key:
                 report_error(obj)
             return
-        self._refresh(fd, obj)
+        self._register(fd, obj)
         record = self._registered.by_fd.get(fd)
         if record is not None and record.channel is obj and record.key is not key:
             self._registered.set_key(fd, key)
-            self.lookup = ByFd(self.map, self._registered)
+            self._by_fd = ByFd(self.map, self._registered)
 
-    def _refresh(self, fd: int, obj: Channel) -> None:
-        self._own(fd, obj)
-        self._apply_interest(fd, obj)
+    def _register(self, fd: int, obj: Channel) -> None:
+        self._match_record(fd, obj)
+        self._ask_interest(fd, obj)
 
-    def _own(self, fd: int, obj: Channel) -> None:
+    def _match_record(self, fd: int, obj: Channel) -> None:
         # A new socket under a known fd number (a channel that closed and
         # reconnected inside a handler) is a new registration: the kernel
         # forgot the old socket when it was closed (epoll, kqueue).
         record = self._registered.by_fd.get(fd)
         if record is None or record.channel is not obj or record.socket is not getattr(obj, "socket", None):
-            self._adopt(fd, obj)
+            self._record_anew(fd, obj)
 
-    def _apply_interest(self, fd: int, obj: Channel) -> None:
+    def _ask_interest(self, fd: int, obj: Channel) -> None:
         """Ask ``obj`` what it wants and tell the poller (a no-op if unchanged)."""
         record = self._registered.by_fd.get(fd)
         interest = wanted_events if record is None or record.interest is None else record.interest
@@ -321,15 +321,15 @@ class MapLoop:
         except OSError as exc:
             if exc.errno not in _FD_GONE:
                 raise
-            self.synthetic.append((fd, NVAL))
+            self._injected.append((fd, NVAL))
         except KeyError:
             # another thread unregistered it meanwhile (release_fd): look again next pass
-            self.dirty.add(fd)
+            self._changed.add(fd)
         except ValueError:
             # e.g. an fd past select()'s FD_SETSIZE: this channel's problem only
             report_error(obj)
 
-    def _adopt(self, fd: int, obj: Channel) -> None:
+    def _record_anew(self, fd: int, obj: Channel) -> None:
         if fd in self._registered:
             self._drop(fd)
         self._registered.add(fd, obj, interest_function(obj))
@@ -338,7 +338,7 @@ class MapLoop:
         self.poller.discard(fd)
         record = self._registered.drop(fd)
         if record is not None and record.key is not None and not self._registered.has_keys():
-            self.lookup = self.map
+            self._by_fd = self.map
 
     def release_fd(self, fd: int) -> None:
         """Unregister ``fd`` now: its channel left the map and is about to close it.
@@ -359,10 +359,10 @@ class MapLoop:
 
     def _reopen(self) -> None:
         """A fresh poller for a MapLoop that ``forget()`` closed under a pass."""
-        with self.wake_lock:
-            self.released = False
+        with self._wake_lock:
+            self._released = False
             self.poller = type(self.poller)()
-            self.dirty.update(self.map)
+            self._changed.update(self.map)
             _LOOPS.setdefault(id(self.map), self)
             self._run_new_loop_hooks()
 
@@ -386,30 +386,30 @@ class MapLoop:
         # Counted for forget(): a handler, timer or signal handler may empty
         # the map (close_all()) and then add channels again within the pass,
         # which must go on with this poller.
-        self.running += 1
+        self._passes_running += 1
         try:
-            monitor = self._monitor() if _debug.enabled else None
+            monitor = self._debug_monitor() if _debug.enabled else None
             self.passes += 1
             # A signal handler may add or close channels at any point.  Up to
             # the end of sync() they are seen; outside the wait, the change
-            # sets ``moved`` (see channel_moved) and the pass does not wait:
+            # is a late change (``_late_change``, see channel_moved) and the pass does not wait:
             # the change may have been made after loop() decided to run this
-            # pass (the map emptied), so ``moved`` is cleared when a pass
+            # pass (the map emptied), so ``_late_change`` is cleared when a pass
             # ends and when a run claims the map, not here.  In the wait
             # (which PEP 475 resumes on the old set) the change calls wake().
-            if self.dirty or self._registered.asked_every_pass or not self.tracked:
+            if self._changed or self._registered.asked_every_pass or not self._tracked:
                 self.sync()
             # a pass that cannot wait (the foreign drivers' zero timeout) needs no wake
-            self.waiting = timeout != 0.0
+            self._waiting = timeout != 0.0
             poll = self.poller.poll
-            if self.synthetic or self.moved:
-                ready, self.synthetic = self.synthetic, []
+            if self._injected or self._late_change:
+                ready, self._injected = self._injected, []
                 ready += poll(0.0) if monitor is None else monitor.wait(poll, 0.0)
             else:
                 timers = self.timers
                 wait = timers.clip(timeout) if timers.live else timeout
                 ready = poll(wait) if monitor is None else monitor.wait(poll, wait)
-            self.waiting = False
+            self._waiting = False
             if self.watched:  # signal pipes, a wake pipe: empty in most programs
                 ready = self._serve_watched(ready)
             self.events += len(ready)
@@ -427,9 +427,9 @@ class MapLoop:
             if self.pins:
                 self.sync()
         finally:
-            self.running -= 1
-            self.waiting = False
-            self.moved = False
+            self._passes_running -= 1
+            self._waiting = False
+            self._late_change = False
 
     def _deliver(
         self,
@@ -447,16 +447,16 @@ class MapLoop:
         mask at once, since it may want something else now; when the asking
         raises, ``handle_error()`` follows that one call.
         """
-        owner_now = self.lookup.get
+        owner_now = self._by_fd.get
         poller = self.poller
         registered = poller.masks
-        tracked = self.tracked
+        tracked = self._tracked
         for fd, record, flags in events:
             obj = record.channel
             if owner_now(fd) is not obj:
                 continue
             if monitor is not None:
-                monitor.deliver(fd, obj, flags, self.lookup, poller, poll_semantics)
+                monitor.deliver(fd, obj, flags, self._by_fd, poller, poll_semantics)
             elif flags == READ:
                 try:
                     obj.handle_read_event()
@@ -470,9 +470,9 @@ class MapLoop:
                 except BaseException:
                     obj.handle_error()
             elif poll_semantics:
-                deliver_poll(obj, flags, fd, self.lookup)
+                deliver_poll(obj, flags, fd, self._by_fd)
             else:
-                deliver_select(obj, flags, fd, self.lookup, poller)
+                deliver_select(obj, flags, fd, self._by_fd, poller)
             interest = record.interest
             if interest is not None and tracked and owner_now(fd) is obj:
                 try:
@@ -488,16 +488,16 @@ class MapLoop:
                     except Exception:
                         # the socket may have changed under the same fd (a
                         # reconnect inside the handler), or the fd be gone
-                        self._refresh(fd, obj)
+                        self._register(fd, obj)
 
-    def _monitor(self) -> LoopMonitor:
+    def _debug_monitor(self) -> LoopMonitor:
         """This loop's debug-mode monitor, made on the first pass that needs it."""
-        if self.monitor is None:
+        if self._monitor is None:
             # `import asyncio_compat` does not load debug mode's code (and logging)
             from ._debug_monitor import LoopMonitor
 
-            self.monitor = LoopMonitor()
-        return self.monitor
+            self._monitor = LoopMonitor()
+        return self._monitor
 
     def stats(self) -> LoopStats:
         """This loop's :class:`~asyncio_compat.LoopStats` (see ``loop_stats()``)."""
@@ -505,8 +505,8 @@ class MapLoop:
 
         timings: Tuple[Optional[float], Optional[float]] = (None, None)
         if _debug.enabled:
-            timings = self.monitor.totals() if self.monitor is not None else (0.0, 0.0)
-        polled = len(self._registered.asked_every_pass) if self.tracked else len(self.map)
+            timings = self._monitor.totals() if self._monitor is not None else (0.0, 0.0)
+        polled = len(self._registered.asked_every_pass) if self._tracked else len(self.map)
         return LoopStats(self.poller.name, len(self.map), polled, len(self.timers),
                          self.passes, self.events, *timings)
 
@@ -533,24 +533,24 @@ class MapLoop:
         except RuntimeError:
             # the asyncio bridge's poller before it is bound to its event
             # loop: registered after the bridge's first pass (_serve_watched)
-            self.watches_to_register.add(fd)
+            self._watches_to_register.add(fd)
         self.watched[fd] = on_ready
 
     def _register_watches(self) -> None:
-        fds, self.watches_to_register = self.watches_to_register, set()
+        fds, self._watches_to_register = self._watches_to_register, set()
         for fd in fds:
             if fd in self.watched and fd not in self.poller:
                 self.poller.register(fd, READ)
 
     def unwatch_fd(self, fd: int) -> None:
         """Stop watching an fd given to :meth:`watch_fd`; an unknown fd is ignored."""
-        self.watches_to_register.discard(fd)
+        self._watches_to_register.discard(fd)
         if self.watched.pop(fd, None) is not None and fd in self.poller:
             self.poller.unregister(fd)
 
     def _serve_watched(self, ready: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
         # here rather than in sync(): run_pass checks self.watched anyway
-        if self.watches_to_register:
+        if self._watches_to_register:
             self._register_watches()
         watched = self.watched
         rest = []
@@ -582,28 +582,28 @@ class MapLoop:
         than the loop's): a wake that cannot be made leaves the wait to its
         timeout.
         """
-        if not self.waiting or self.wake_pipe is not None:
+        if not self._waiting or self._wake_pipe is not None:
             return
         # not blocking: the holder is closing this MapLoop or making the same wake
-        if not self.wake_lock.acquire(blocking=False):
+        if not self._wake_lock.acquire(blocking=False):
             return
         try:
-            if self.waiting and self.wake_pipe is None and not self.released:
+            if self._waiting and self._wake_pipe is None and not self._released:
                 self._add_wake_pipe()
         except (OSError, ValueError):
             pass  # no fd left for the pipe, or the poller closed by another path
         finally:
-            self.wake_lock.release()
+            self._wake_lock.release()
 
     def _add_wake_pipe(self) -> None:
         if self.poller.closed or _NO_SELECTABLE_PIPES:
             return
         read_fd, write_fd = os.pipe()
-        if self.wake_pipe is not None:  # a signal handler made one meanwhile
+        if self._wake_pipe is not None:  # a signal handler made one meanwhile
             os.close(read_fd)
             os.close(write_fd)
             return
-        self.wake_pipe = (read_fd, write_fd)
+        self._wake_pipe = (read_fd, write_fd)
         # served as a watched fd, so run_pass pays nothing for it between wakes
         self.watched[write_fd] = self._end_wake
         try:
@@ -618,18 +618,18 @@ class MapLoop:
             raise OSError("the wake pipe could not be registered") from None
 
     def _end_wake(self) -> None:
-        with self.wake_lock:
-            if self.wake_pipe is not None:
+        with self._wake_lock:
+            if self._wake_pipe is not None:
                 # unregistered before it is closed (see release_fd)
-                self.poller.discard(self.wake_pipe[1])
+                self.poller.discard(self._wake_pipe[1])
             self._drop_wake_pipe()
 
     def _drop_wake_pipe(self) -> None:
         """Close the wake pipe (leaving the poller alone)."""
-        if self.wake_pipe is None:
+        if self._wake_pipe is None:
             return
-        read_fd, write_fd = self.wake_pipe
-        self.wake_pipe = None
+        read_fd, write_fd = self._wake_pipe
+        self._wake_pipe = None
         self.watched.pop(write_fd, None)
         os.close(read_fd)
         os.close(write_fd)
@@ -648,7 +648,7 @@ class MapLoop:
             return
         # a fresh lock: another thread of the parent may have held this one
         # at the fork, and that thread does not exist here to release it
-        self.wake_lock = threading.RLock()
+        self._wake_lock = threading.RLock()
         self._drop_wake_pipe()  # a fork from a signal handler during the wait
         old = self.poller
         self.poller = type(old)()
@@ -657,24 +657,24 @@ class MapLoop:
         except OSError:
             pass  # a kqueue fd is not inherited on the BSDs
         self._registered.clear()
-        self.lookup = self.map
-        self.synthetic.clear()
-        self.dirty.update(self.map)
-        self.watches_to_register.clear()
+        self._by_fd = self.map
+        self._injected.clear()
+        self._changed.update(self.map)
+        self._watches_to_register.clear()
         for fd in self.watched:
             self.poller.register(fd, READ)
 
     def close(self) -> None:
         """Release the poller, the wake pipe and the timers (see forget())."""
-        with self.wake_lock:  # not while another thread registers the wake pipe
-            self.released = True
+        with self._wake_lock:  # not while another thread registers the wake pipe
+            self._released = True
             self.timers.clear()
             self.poller.close()
             self._registered.clear()
-            self.lookup = self.map
+            self._by_fd = self.map
             self._drop_wake_pipe()  # left by a wait that ended by an exception
             self.watched.clear()
-            self.watches_to_register.clear()
+            self._watches_to_register.clear()
 
 
 # id(map) -> MapLoop; the MapLoop holds the map, so the id is not reused
@@ -684,7 +684,7 @@ _NEW_LOOP_HOOKS: List[Callable[[MapLoop], None]] = []
 
 
 def on_new_loop(hook: Callable[[MapLoop], None]) -> None:
-    """Call ``hook(state)`` for every MapLoop made from now on, as it is made.
+    """Call ``hook(map_loop)`` for every MapLoop made from now on, as it is made.
 
     For services that live beside a map's channels (signal handlers) and
     must follow its loop when it is released and made again.
@@ -704,19 +704,19 @@ def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) 
     Raises RuntimeError when another backend is asked for while a foreign
     event loop serves the map (:meth:`MapLoop.pin`).
     """
-    state = _LOOPS.get(id(socket_map))
-    if state is not None and (poller_cls is None or type(state.poller) is poller_cls):
-        return state
-    if state is not None and state.pinned:
+    map_loop = _LOOPS.get(id(socket_map))
+    if map_loop is not None and (poller_cls is None or type(map_loop.poller) is poller_cls):
+        return map_loop
+    if map_loop is not None and map_loop.pinned:
         raise RuntimeError(
-            f"this socket map is served by another event loop (through {state.poller!r}); "
+            f"this socket map is served by another event loop (through {map_loop.poller!r}); "
             "detach it before running loop() on it with another poller"
         )
     new = MapLoop(socket_map, get_default_poller() if poller_cls is None else poller_cls)
-    if state is not None:
-        new.timers = state.timers
-        state.timers = _timers.TimerQueue()
-        state.close()
+    if map_loop is not None:
+        new.timers = map_loop.timers
+        map_loop.timers = _timers.TimerQueue()
+        map_loop.close()
     _LOOPS[id(socket_map)] = new
     return new
 
@@ -724,11 +724,11 @@ def loop_for(socket_map: ChannelMap, poller_cls: Optional[Type[Poller]] = None) 
 def release_abandoned(socket_map: ChannelMap) -> Optional[MapLoop]:
     """The MapLoop serving ``socket_map`` (or None), once a holder whose
     event loop is gone has let the map go (see :meth:`MapLoop.hold`)."""
-    state = _LOOPS.get(id(socket_map))
-    if state is not None and state.holder is not None:
-        state.holder()  # its refusal, if any, is for loop() and poll() (see claim)
-        state = _LOOPS.get(id(socket_map))
-    return state
+    map_loop = _LOOPS.get(id(socket_map))
+    if map_loop is not None and map_loop._holder is not None:
+        map_loop._holder()  # its refusal, if any, is for loop() and poll() (see claim)
+        map_loop = _LOOPS.get(id(socket_map))
+    return map_loop
 
 
 def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
@@ -736,19 +736,19 @@ def claim(socket_map: ChannelMap) -> Optional[MapLoop]:
 
     Changes made to the map before the run are registered by its first
     pass, which waits as usual: only a change made after this call (a signal
-    handler, another thread) makes a pass skip its wait (``moved``).
+    handler, another thread) is a late change: it makes a pass skip its wait.
     Raises RuntimeError, with the holder's reason, while the map's holder
     refuses them (see :meth:`MapLoop.hold`).
     """
-    state = _LOOPS.get(id(socket_map))
-    if state is not None and state.holder is not None:
-        refusal = state.holder()
+    map_loop = _LOOPS.get(id(socket_map))
+    if map_loop is not None and map_loop._holder is not None:
+        refusal = map_loop._holder()
         if refusal is not None:
             raise RuntimeError(refusal)
-        state = _LOOPS.get(id(socket_map))
-    if state is not None:
-        state.moved = False
-    return state
+        map_loop = _LOOPS.get(id(socket_map))
+    if map_loop is not None:
+        map_loop._late_change = False
+    return map_loop
 
 
 def channel_moved(socket_map: ChannelMap, left: Optional[int] = None) -> None:
@@ -759,14 +759,14 @@ def channel_moved(socket_map: ChannelMap, left: Optional[int] = None) -> None:
     during the loop's wait (a signal handler, another thread): see
     :meth:`MapLoop.wake`.  Never raises.
     """
-    state = _LOOPS.get(id(socket_map))
-    if state is not None:
+    map_loop = _LOOPS.get(id(socket_map))
+    if map_loop is not None:
         if left is not None:
-            state.release_fd(left)
-        if state.waiting:
-            state.wake()
+            map_loop.release_fd(left)
+        if map_loop._waiting:
+            map_loop.wake()
         else:
-            state.moved = True
+            map_loop._late_change = True
 
 
 def existing_loop(socket_map: ChannelMap) -> Optional[MapLoop]:
@@ -776,7 +776,7 @@ def existing_loop(socket_map: ChannelMap) -> Optional[MapLoop]:
 
 def served_maps() -> List[ChannelMap]:
     """The socket maps that have a MapLoop now."""
-    return [state.map for state in _LOOPS.values()]
+    return [map_loop.map for map_loop in _LOOPS.values()]
 
 
 def forget(socket_map: ChannelMap) -> None:
@@ -788,16 +788,16 @@ def forget(socket_map: ChannelMap) -> None:
     ``close_all()`` and then opens new channels), and ``loop()`` calls it
     again once its passes are over if the map is still empty.
     """
-    state = _LOOPS.get(id(socket_map))
-    if state is None or state.running:
+    map_loop = _LOOPS.get(id(socket_map))
+    if map_loop is None or map_loop._passes_running:
         return
     # pop, not del: a signal handler may forget() this map meanwhile
     if (
-        not state.timers.keeps_loop_running()
-        and not state.pinned
-        and _LOOPS.pop(id(socket_map), None) is state
+        not map_loop.timers.keeps_loop_running()
+        and not map_loop.pinned
+        and _LOOPS.pop(id(socket_map), None) is map_loop
     ):
-        state.close()
+        map_loop.close()
 
 
 def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional[float]) -> None:
@@ -810,14 +810,14 @@ def run_once(socket_map: ChannelMap, poller_cls: Type[Poller], timeout: Optional
     driver holds the map (see :func:`claim`).
     """
     kept = claim(socket_map)
-    state = MapLoop(_Untracked(socket_map), poller_cls, serves=socket_map)
+    map_loop = MapLoop(_Untracked(socket_map), poller_cls, serves=socket_map)
     if kept is not None:
-        state.timers = kept.timers
+        map_loop.timers = kept.timers
     try:
-        state.run_pass(timeout, poll_semantics=poller_cls.name != "select")
+        map_loop.run_pass(timeout, poll_semantics=poller_cls.name != "select")
     finally:
-        state.timers = _timers.TimerQueue()  # close() clears its queue: not the map's
-        state.close()
+        map_loop.timers = _timers.TimerQueue()  # close() clears its queue: not the map's
+        map_loop.close()
 
 
 class _Untracked(Mapping[int, Channel]):

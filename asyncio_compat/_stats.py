@@ -25,9 +25,9 @@ def loop_stats(map: Optional[ChannelMap] = None) -> LoopStats:  # noqa: A002 (as
     timings None while debug mode is off, 0.0 while it is on.
     """
     map = asyncore.map_or_default(map)
-    state = _loop.existing_loop(map)
-    if state is not None:
-        return state.stats()
+    map_loop = _loop.existing_loop(map)
+    if map_loop is not None:
+        return map_loop.stats()
     from ._loop_stats import LoopStats  # `import asyncio_compat` does not load dataclasses
 
     timing = 0.0 if _debug.enabled else None

@@ -192,17 +192,17 @@ def loop(
     if not ((kind is float or kind is int) and 0 <= timeout < _FOREVER):  # type: ignore[operator]
         timeout = _validation.wait_timeout(timeout, negative_means_none=bool(use_poll))
     socket_map_ = map_or_default(map)
-    state = _loop.claim(socket_map_)  # raises while a foreign driver holds the map
-    if state is None or poller is not None:
-        state = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
+    map_loop = _loop.claim(socket_map_)  # raises while a foreign driver holds the map
+    if map_loop is None or poller is not None:
+        map_loop = _loop.loop_for(socket_map_, _loop.poller_class_for(use_poll, poller))
     try:
-        # state.pending(), inline: a call fewer per pass while the map has channels
+        # map_loop.pending(), inline: a call fewer per pass while the map has channels
         if count is None:
-            while state.map or state.timers.keeps_loop_running():
-                state.run_pass(timeout, use_poll)
+            while map_loop.map or map_loop.timers.keeps_loop_running():
+                map_loop.run_pass(timeout, use_poll)
         else:
-            while count > 0 and (state.map or state.timers.keeps_loop_running()):
-                state.run_pass(timeout, use_poll)
+            while count > 0 and (map_loop.map or map_loop.timers.keeps_loop_running()):
+                map_loop.run_pass(timeout, use_poll)
                 count -= 1
     finally:
         if not socket_map_:

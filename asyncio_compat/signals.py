@@ -59,9 +59,9 @@ class _MapSignals:
         except (BlockingIOError, InterruptedError):
             pass
 
-    def watch(self, state: _loop.MapLoop) -> None:
+    def watch(self, map_loop: _loop.MapLoop) -> None:
         """Have ``state`` (this map's loop) run our callbacks when the pipe is readable."""
-        state.watch_fd(self.read_fd, self.drain)
+        map_loop.watch_fd(self.read_fd, self.drain)
         if self.queue:
             self.wake()  # signals that came while the map had no loop
 
@@ -82,20 +82,20 @@ class _MapSignals:
     def renew_pipe(self) -> None:
         """In a forked child: a pipe of its own (the inherited one is the parent's too)."""
         old_read = self.read_fd
-        state = _loop.existing_loop(self.map)
-        if state is not None:
-            state.unwatch_fd(old_read)  # the loop's poller is already the child's own
+        map_loop = _loop.existing_loop(self.map)
+        if map_loop is not None:
+            map_loop.unwatch_fd(old_read)  # the loop's poller is already the child's own
         os.close(old_read)
         os.close(self.write_fd)
         self.read_fd, self.write_fd = _nonblocking_pipe()
         self.queue.clear()  # the parent's signals are not ours
-        if state is not None:
-            self.watch(state)
+        if map_loop is not None:
+            self.watch(map_loop)
 
     def close(self) -> None:
-        state = _loop.existing_loop(self.map)
-        if state is not None:
-            state.unwatch_fd(self.read_fd)
+        map_loop = _loop.existing_loop(self.map)
+        if map_loop is not None:
+            map_loop.unwatch_fd(self.read_fd)
         os.close(self.read_fd)
         os.close(self.write_fd)
 
@@ -187,9 +187,9 @@ def add_signal_handler(signum: int, callback: Callable[..., Any], *args: Any, ma
 def _start_map(socket_map: Any) -> _MapSignals:
     entry = _MapSignals(socket_map)
     _BY_MAP[id(socket_map)] = entry
-    state = _loop.existing_loop(socket_map)
-    if state is not None:
-        entry.watch(state)
+    map_loop = _loop.existing_loop(socket_map)
+    if map_loop is not None:
+        entry.watch(map_loop)
     _claim_wakeup_fd(entry)
     return entry
 
@@ -252,12 +252,12 @@ def release_wakeup_fd(write_fd: int) -> bool:
     return held == write_fd
 
 
-def _watch_new_loop(state: _loop.MapLoop) -> None:
-    # state.serves, not state.map: a one-pass loop of poll()/poll2() serves
+def _watch_new_loop(map_loop: _loop.MapLoop) -> None:
+    # map_loop.serves, not map_loop.map: a one-pass loop of poll()/poll2() serves
     # the map through a view, and runs its callbacks too
-    entry = _BY_MAP.get(id(state.serves))
-    if entry is not None and state.serves is entry.map:
-        entry.watch(state)
+    entry = _BY_MAP.get(id(map_loop.serves))
+    if entry is not None and map_loop.serves is entry.map:
+        entry.watch(map_loop)
 
 
 def _renew_in_child() -> None:

@@ -38,14 +38,14 @@ class TkAttachment(ForeignDriver):
     """
 
     def __init__(
-        self, root: tkinter.Misc, socket_map: Any, state: Any, poll_interval: float, tick: float
+        self, root: tkinter.Misc, socket_map: Any, map_loop: Any, poll_interval: float, tick: float
     ) -> None:
         self.root = root
         self.tick = tick
         self._fd = -1
         self._how = f"tick {tick}s"
-        super().__init__(socket_map, state, poll_interval)
-        fd = state.poller.fileno()
+        super().__init__(socket_map, map_loop, poll_interval)
+        fd = map_loop.poller.fileno()
         create = getattr(root.tk, "createfilehandler", None)
         if fd >= 0 and create is not None:
             create(fd, tkinter.READABLE, self._fd_ready)
@@ -135,5 +135,5 @@ def attach(
         raise RuntimeError(
             f"this socket map is already served by another event loop ({current.poller!r})"
         )
-    state = _loop.loop_for(socket_map, None if poller is None else resolve_poller(poller))
-    return TkAttachment(root, socket_map, state, poll_interval, tick)
+    map_loop = _loop.loop_for(socket_map, None if poller is None else resolve_poller(poller))
+    return TkAttachment(root, socket_map, map_loop, poll_interval, tick)

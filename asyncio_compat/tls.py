@@ -673,9 +673,9 @@ class TLSMixin:
         """Queue a read event for the next pass: the kernel will not report these bytes."""
         if self._tls_wake_queued or self._fileno is None:
             return
-        state = _loop.existing_loop(self._map)
-        if state is not None:
-            state.inject(self._fileno, READ)
+        map_loop = _loop.existing_loop(self._map)
+        if map_loop is not None:
+            map_loop.inject(self._fileno, READ)
             self._tls_wake_queued = True
 
 
