@@ -15,8 +15,8 @@ from ._channel import ChannelMap
 from ._loop import MapLoop
 
 
-class ChangeSignal(Set[int]):
-    """The set of changed fds of a SocketMap, calling ``notify(fds)`` when it grows.
+class NotifyingChangeRecord(Set[int]):
+    """A change record (the set of changed fds of a SocketMap) that calls ``notify(fds)`` when it grows.
 
     Installed in place of the map's plain change record while a foreign loop
     serves the map, so that a channel added, removed or whose interest
@@ -48,7 +48,7 @@ class ForeignDriver:
     foreign loop watches the right fds when it next waits.  Passes run when
     the foreign loop reports an fd (subclass's business), when the earliest
     timer is due, when the map or a channel's interest changes outside a pass
-    (:class:`ChangeSignal`), and every ``poll_interval`` seconds while some
+    (:class:`NotifyingChangeRecord`), and every ``poll_interval`` seconds while some
     channel must be asked every pass (it overrides ``readable()`` or
     ``writable()``, or the map is a plain dict).
 
@@ -179,7 +179,7 @@ class ForeignDriver:
     # -- set-up and tear-down -------------------------------------------------------
 
     def _install_signal(self) -> None:
-        self.map_loop.replace_change_record(lambda fds: ChangeSignal(fds, self._map_changed))
+        self.map_loop.replace_change_record(lambda fds: NotifyingChangeRecord(fds, self._map_changed))
 
     def _remove_signal(self) -> None:
         self.map_loop.replace_change_record(set)
