@@ -13,6 +13,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import pytest
+
+import pollers
 from asyncio_compat import _loop, asyncore, socketserver
 from asyncio_compat.idle import IdleTimeoutMixin
 
@@ -153,8 +156,18 @@ def release_map(target: asyncore.SocketMap) -> None:
     state = _loop.existing_loop(target)
     if state is not None:
         state.timers.clear()
-        assert state.pins == 0, "a foreign event loop still serves this map: detach it"
+        assert not state.pinned, "a foreign event loop still serves this map: detach it"
         _loop.forget(target)
+
+
+def sweep_every(seconds: float, poller_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the backend called ``poller_name`` notice an fd closed behind its back
+    within ``seconds``, until ``monkeypatch`` is undone: its ``sweep_interval``
+    class attribute (docs/pollers.rst).  Backends without the sweep (select,
+    poll: the kernel reports such an fd itself) are left alone."""
+    backend = pollers.get(poller_name)
+    if hasattr(backend, "sweep_interval"):
+        monkeypatch.setattr(backend, "sweep_interval", seconds)
 
 
 def run_until(

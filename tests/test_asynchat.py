@@ -37,7 +37,9 @@ class Chat(asynchat.async_chat):
         self.errors: List[BaseException] = []
         self.set_terminator(terminator)
 
-    collect_incoming_data = asynchat.async_chat._collect_incoming_data
+    def collect_incoming_data(self, data: bytes) -> None:
+        # 3.11's helper for subclasses that keep the pieces until found_terminator()
+        self._collect_incoming_data(data)
 
     def found_terminator(self) -> None:
         self.messages.append(self._get_data())

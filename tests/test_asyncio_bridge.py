@@ -18,9 +18,9 @@ import threading
 from typing import Any, Awaitable, Callable, Iterator, List, Optional, TypeVar
 
 import pytest
-from helpers import EchoHandler, EchoServer, SendingClient, in_map
+from helpers import EchoHandler, EchoServer, SendingClient, Sockets, in_map
 
-from asyncio_compat import _loop, asyncore
+from asyncio_compat import _loop, asyncore, loop_stats
 from asyncio_compat.asyncio_bridge import (
     AsyncioPoller,
     HostedEventLoop,
@@ -92,19 +92,39 @@ def run(new_loop: LoopFactory, main: Awaitable[T]) -> T:
         event_loop.close()
 
 
-@pytest.fixture(autouse=True)
-def close_hosted_loops(socket_map: asyncore.SocketMap) -> Iterator[None]:
-    """Close the event loops a test hosted on its map, before conftest's
+@pytest.fixture
+def hosted(socket_map: asyncore.SocketMap) -> Iterator[Callable[..., HostedEventLoop]]:
+    """``hosted()``: the :class:`HostedEventLoop` of the test's map
+    (``hosted_event_loop()``: the one it hosts, else a new one);
+    ``hosted(new=True)``: a new one (``HostedEventLoop()``, which refuses a map
+    that hosts one).  Each is closed after the test, before conftest's
     ``socket_map`` fixture releases the map."""
-    yield
-    for host in [h for h in list(_hosted_loops()) if h.socket_map is socket_map]:
-        host.close()
+    made: List[HostedEventLoop] = []
+
+    def host(new: bool = False) -> HostedEventLoop:
+        made.append(HostedEventLoop(socket_map) if new else hosted_event_loop(socket_map))
+        return made[-1]
+
+    yield host
+    for event_loop in made:
+        event_loop.close()  # idempotent
 
 
-def _hosted_loops() -> List[HostedEventLoop]:
-    from asyncio_compat import asyncio_bridge
+async def passes_beyond(socket_map: asyncore.SocketMap, count: int = 0) -> int:
+    """Yield to the running event loop until the loop serving ``socket_map`` has
+    made more than ``count`` passes (``loop_stats()``); return how many it made.
 
-    return list(asyncio_bridge._HOSTED.values())
+    ``attach()`` queues a first pass with the event loop, and so does a channel
+    joining or leaving the map: ``await passes_beyond(socket_map)`` returns
+    once the bridge has run it.  The bridge queues a pass with ``call_soon()``,
+    so it runs within a few turns of the event loop; fails if none came in 100.
+    """
+    for _ in range(100):
+        passes = loop_stats(socket_map).passes
+        if passes > count:
+            return passes
+        await asyncio.sleep(0)  # one turn of the event loop, not a wait
+    raise AssertionError(f"the bridge made no pass beyond {count}")
 
 
 # -- dispatchers used by the exchanges ---------------------------------------------------
@@ -302,23 +322,24 @@ def test_run_map_reads_a_regular_file(
 
 
 def test_an_attached_map_is_served_until_detach_even_while_empty(
-    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
     # asyncio-migration.rst: attach() "serves the map until its detach(), even
     # while the map is empty": empty at first, emptied again, then refilled
-    pairs = [socket.socketpair() for _ in range(2)]
-    channels: List[Reader] = []
+    pairs = [sockets.pair() for _ in range(2)]
 
     async def main() -> List[bytes]:
         event_loop = asyncio.get_running_loop()
         bridge = attach(socket_map)
         got: List[bytes] = []
+        passes = 0
         try:
             for mine, peer in pairs:
-                await asyncio.sleep(0.02)  # the bridge idles on an empty map
-                assert not socket_map
+                # a pass on the empty map (attach()'s first, then the one a
+                # channel leaving asks for): the bridge stays
+                passes = await passes_beyond(socket_map, passes)
+                assert not socket_map and bridge.attached
                 channel = Reader(mine, socket_map)
-                channels.append(channel)
                 peer.setblocking(False)
                 await event_loop.sock_sendall(peer, b"served while attached")
                 got.append(await channel.wait_for(21))
@@ -327,52 +348,41 @@ def test_an_attached_map_is_served_until_detach_even_while_empty(
             bridge.detach()
         return got
 
-    try:
-        assert run(new_loop, main()) == [b"served while attached"] * 2
-    finally:
-        for channel in channels:
-            channel.close()
-        for mine, peer in pairs:
-            mine.close()
-            peer.close()
+    assert run(new_loop, main()) == [b"served while attached"] * 2
 
 
 def test_interest_changes_from_coroutines_need_no_polling(
-    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
-    late_mine, late_peer = socket.socketpair()
+    mine, peer = sockets.pair()
+    late_mine, late_peer = sockets.pair()
     peer.setblocking(False)
     late_peer.setblocking(False)
     sender = EchoHandler(mine, map=socket_map)
-    late: List[Reader] = []
+    poll_interval = 0.01
 
     async def main() -> bytes:
-        bridge = attach(socket_map)
+        bridge = attach(socket_map, poll_interval=poll_interval)
         try:
             event_loop = asyncio.get_running_loop()
-            await asyncio.sleep(0.01)
+            await passes_beyond(socket_map)  # the channels are registered
             sender.send(PAYLOAD)  # more than the socket takes: the rest waits for WRITE
-            late.append(Reader(late_mine, socket_map))  # a channel added while attached
+            late = Reader(late_mine, socket_map)  # a channel added while attached
             received = bytearray()
             while len(received) < len(PAYLOAD):
                 received += await event_loop.sock_recv(peer, 65536)
             await event_loop.sock_sendall(late_peer, b"to the late channel")
-            assert await late[0].wait_for(19) == b"to the late channel"
-            assert bridge._cancel_tick is None  # every channel pushes its interest: no polling
+            assert await late.wait_for(19) == b"to the late channel"
+            # every channel pushes its interest: no pass while nothing happens
+            # (at most one for a WRITE still reported after the buffer drained)
+            passes = loop_stats(socket_map).passes
+            await asyncio.sleep(10 * poll_interval)
+            assert loop_stats(socket_map).passes - passes <= 1, "the bridge polls"
         finally:
             bridge.detach()
         return bytes(received)
 
-    try:
-        assert run(new_loop, main()) == PAYLOAD
-    finally:
-        sender.close()
-        for channel in late:
-            channel.close()
-        late_mine.close()
-        peer.close()
-        late_peer.close()
+    assert run(new_loop, main()) == PAYLOAD
 
 
 class FlagWriter(asyncore.dispatcher):
@@ -394,31 +404,27 @@ class FlagWriter(asyncore.dispatcher):
 
 
 def test_channels_overriding_predicates_are_asked_every_poll_interval(
-    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     peer.setblocking(False)
     writer = FlagWriter(mine, socket_map)
 
     async def main() -> bytes:
         bridge = attach(socket_map, poll_interval=0.01)
-        await asyncio.sleep(0.02)
+        await passes_beyond(socket_map)  # the writer was asked, and wanted nothing
         writer.pending = b"no interest_changed() call"  # no signal at all
         data = await asyncio.get_running_loop().sock_recv(peer, 100)
         bridge.detach()
         return data
 
-    try:
-        assert run(new_loop, main()) == b"no interest_changed() call"
-    finally:
-        writer.close()
-        peer.close()
+    assert run(new_loop, main()) == b"no interest_changed() call"
 
 
 def test_cancelling_run_map_hands_the_channels_back_to_asyncore_loop(
-    new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map)
     pending: List[str] = []
     # due well after the hand-over even on a loaded machine (at 0.05 s it
@@ -427,14 +433,14 @@ def test_cancelling_run_map_hands_the_channels_back_to_asyncore_loop(
 
     async def main() -> None:
         task = asyncio.ensure_future(run_map(socket_map))
-        await asyncio.sleep(0.01)
+        await passes_beyond(socket_map)  # run_map() is serving
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     run(new_loop, main())
     state = _loop.existing_loop(socket_map)
-    assert state is not None and not isinstance(state.poller, AsyncioPoller) and state.pins == 0
+    assert state is not None and not isinstance(state.poller, AsyncioPoller) and not state.pinned
     assert in_map(reader, socket_map)
     assert reader.socket.fileno() >= 0
     peer.sendall(b"after the hand-over")
@@ -445,25 +451,21 @@ def test_cancelling_run_map_hands_the_channels_back_to_asyncore_loop(
 
 
 def test_exitnow_from_a_handler_is_raised_by_run_map(
-    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map, fail_with=asyncore.ExitNow("leave the bridge"))
 
     async def main() -> None:
         serving = asyncio.ensure_future(run_map(socket_map))
-        await asyncio.sleep(0.01)
+        await passes_beyond(socket_map)  # run_map() is serving
         peer.sendall(b"x")
         await serving
 
-    try:
-        with pytest.raises(asyncore.ExitNow, match="leave the bridge"):
-            run(new_loop, main())
-        assert in_map(reader, socket_map)  # detached, not closed
-        assert _loop.existing_loop(socket_map) is None
-    finally:
-        reader.close()
-        peer.close()
+    with pytest.raises(asyncore.ExitNow, match="leave the bridge"):
+        run(new_loop, main())
+    assert in_map(reader, socket_map)  # detached, not closed
+    assert _loop.existing_loop(socket_map) is None
 
 
 def test_exitnow_from_a_timer_is_raised_by_run_map(
@@ -477,14 +479,15 @@ def test_exitnow_from_a_timer_is_raised_by_run_map(
     with pytest.raises(asyncore.ExitNow, match="timer leaves the bridge"):
         run(new_loop, run_map(socket_map))
     state = _loop.existing_loop(socket_map)
-    assert state is not None and state.pins == 0 and not isinstance(state.poller, AsyncioPoller)
+    assert state is not None and not state.pinned and not isinstance(state.poller, AsyncioPoller)
     assert state.timers.next_deadline() == later.when  # the rest is kept for the next loop
 
 
 def test_a_failing_handler_closes_only_its_channel(
-    new_loop: LoopFactory, socket_map: asyncore.SocketMap, capsys: pytest.CaptureFixture[str]
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, sockets: Sockets,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    bad_mine, bad_peer = socket.socketpair()
+    bad_mine, bad_peer = sockets.pair()
     bad = Reader(bad_mine, socket_map, fail_with=ValueError("one channel's bug"))
     server = EchoServer(socket_map)
 
@@ -495,16 +498,15 @@ def test_a_failing_handler_closes_only_its_channel(
         await serving
         return reply
 
-    try:
-        assert run(new_loop, main()) == b"still served"
-        assert not in_map(bad, socket_map)  # handle_error closed it
-        assert "ValueError'>:one channel's bug" in capsys.readouterr().out
-    finally:
-        bad_peer.close()
+    assert run(new_loop, main()) == b"still served"
+    assert not in_map(bad, socket_map)  # handle_error closed it
+    assert "ValueError'>:one channel's bug" in capsys.readouterr().out
 
 
-def test_attach_and_detach(new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap) -> None:
-    mine, peer = socket.socketpair()
+def test_attach_and_detach(
+    new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap, sockets: Sockets
+) -> None:
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map)
 
     async def main() -> None:
@@ -520,14 +522,10 @@ def test_attach_and_detach(new_loop: LoopFactory, poller_name: str, socket_map: 
         bridge.detach()  # idempotent
         assert not bridge.attached
 
-    try:
-        run(new_loop, main())
-        peer.sendall(b"; then by loop()")
-        asyncore.loop(timeout=LONG, map=socket_map, poller=poller_name, count=1)
-        assert bytes(reader.data) == b"while attached; then by loop()"
-    finally:
-        reader.close()
-        peer.close()
+    run(new_loop, main())
+    peer.sendall(b"; then by loop()")
+    asyncore.loop(timeout=LONG, map=socket_map, poller=poller_name, count=1)
+    assert bytes(reader.data) == b"while attached; then by loop()"
 
 
 def test_attach_refuses_bad_arguments(socket_map: asyncore.SocketMap) -> None:
@@ -549,9 +547,9 @@ def test_attach_refuses_bad_arguments(socket_map: asyncore.SocketMap) -> None:
 
 @hosts_asyncio
 def test_asyncore_loop_runs_an_asyncio_server_for_a_dispatcher_client(
-    default_poller: str, socket_map: asyncore.SocketMap
+    default_poller: str, socket_map: asyncore.SocketMap, hosted: Callable[..., HostedEventLoop]
 ) -> None:
-    host = hosted_event_loop(socket_map)
+    host = hosted()
     server = UpperServer()
     port = run_coroutine(server.start(), socket_map)
     client = SendingClient(socket_map, port, PAYLOAD, len(PAYLOAD))
@@ -569,7 +567,10 @@ def test_run_coroutine_runs_an_asyncio_client_of_an_asyncore_server(
 ) -> None:
     server = EchoServer(socket_map, connections=2)
 
+    ran_on: List[asyncio.AbstractEventLoop] = []
+
     async def clients() -> List[bytes]:
+        ran_on.append(asyncio.get_running_loop())
         return list(
             await asyncio.gather(
                 _asyncio_echo_client(server.port, PAYLOAD), _asyncio_echo_client(server.port, b"hi")
@@ -577,16 +578,16 @@ def test_run_coroutine_runs_an_asyncio_client_of_an_asyncore_server(
         )
 
     assert run_coroutine(clients(), socket_map) == [PAYLOAD, b"hi"]
-    assert not _hosted_loops()  # the loop made for the call was closed
+    assert ran_on[0].is_closed()  # the loop made for the call was closed
     asyncore.loop(timeout=LONG, map=socket_map)  # the handlers see the hang-ups and close
     assert len(socket_map) == 0
 
 
 @hosts_asyncio
 def test_run_coroutine_raises_the_coroutine_error_and_keeps_serving(
-    default_poller: str, socket_map: asyncore.SocketMap
+    default_poller: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map)
 
     async def fails() -> None:
@@ -595,13 +596,9 @@ def test_run_coroutine_raises_the_coroutine_error_and_keeps_serving(
         await reader.wait_for(len(b"served meanwhile"))  # the dispatcher is served meanwhile
         raise KeyError("from the coroutine")
 
-    try:
-        with pytest.raises(KeyError, match="from the coroutine"):
-            run_coroutine(fails(), socket_map)
-        assert bytes(reader.data) == b"served meanwhile"
-    finally:
-        reader.close()
-        peer.close()
+    with pytest.raises(KeyError, match="from the coroutine"):
+        run_coroutine(fails(), socket_map)
+    assert bytes(reader.data) == b"served meanwhile"
 
 
 @hosts_asyncio
@@ -618,7 +615,7 @@ def test_run_coroutine_propagates_cancellation(default_poller: str, socket_map: 
 
 @hosts_asyncio
 def test_waiting_for_asyncio_timers_is_not_a_busy_loop(
-    default_poller: str, socket_map: asyncore.SocketMap
+    default_poller: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
     passes: List[int] = []
 
@@ -627,38 +624,34 @@ def test_waiting_for_asyncio_timers_is_not_a_busy_loop(
             passes.append(1)
             return True
 
-    mine, peer = socket.socketpair()
-    counter = Counting(mine, socket_map)
-    try:
-        assert run_coroutine(asyncio.sleep(0.2, result="slept"), socket_map) == "slept"
-        # a loop spinning for 0.2 s would make thousands of passes
-        assert len(passes) < 25
-    finally:
-        counter.close()
-        peer.close()
+    mine, _ = sockets.pair()
+    Counting(mine, socket_map)
+    assert run_coroutine(asyncio.sleep(0.2, result="slept"), socket_map) == "slept"
+    # a loop spinning for 0.2 s would make thousands of passes
+    assert len(passes) < 25
 
 
 @hosts_asyncio
-def test_gui_hook_never_blocks_on_a_hosted_loop(default_poller: str, socket_map: asyncore.SocketMap) -> None:
-    host = hosted_event_loop(socket_map)
+def test_gui_hook_never_blocks_on_a_hosted_loop(
+    default_poller: str, socket_map: asyncore.SocketMap, hosted: Callable[..., HostedEventLoop]
+) -> None:
+    host = hosted()
     fired: List[str] = []
-    handle = host.call_later(LONG, fired.append, "too late")
-    try:
-        for _ in range(5):  # a GUI timer calling the idle hook
-            asyncore.loop(timeout=0, map=socket_map, count=1)
-        assert fired == []
-        task = host.create_task(asyncio.sleep(0, result="stepped"))
-        while not task.done():
-            asyncore.loop(timeout=0, map=socket_map, count=1)
-        assert task.result() == "stepped"
-    finally:
-        handle.cancel()
-        host.close()
+    host.call_later(LONG, fired.append, "too late")  # dropped when the loop closes
+    for _ in range(5):  # a GUI timer calling the idle hook
+        asyncore.loop(timeout=0, map=socket_map, count=1)
+    assert fired == []
+    task = host.create_task(asyncio.sleep(0, result="stepped"))
+    while not task.done():
+        asyncore.loop(timeout=0, map=socket_map, count=1)
+    assert task.result() == "stepped"
 
 
 @hosts_asyncio
-def test_another_thread_can_submit_work(default_poller: str, socket_map: asyncore.SocketMap) -> None:
-    host = hosted_event_loop(socket_map)
+def test_another_thread_can_submit_work(
+    default_poller: str, socket_map: asyncore.SocketMap, hosted: Callable[..., HostedEventLoop]
+) -> None:
+    host = hosted()
     results: List[Any] = []
 
     def submit() -> None:
@@ -667,25 +660,20 @@ def test_another_thread_can_submit_work(default_poller: str, socket_map: asyncor
 
     worker = threading.Thread(target=submit)
     worker.start()
-    try:
-        while worker.is_alive():  # the self-pipe wakes the map's poller
-            asyncore.loop(timeout=0.5, map=socket_map, count=1)
-        worker.join()
-        assert results == ["from a thread"]
-    finally:
-        host.close()
+    while worker.is_alive():  # the self-pipe wakes the map's poller
+        asyncore.loop(timeout=0.5, map=socket_map, count=1)
+    worker.join()
+    assert results == ["from a thread"]
 
 
-def test_hosting_rules(socket_map: asyncore.SocketMap) -> None:
-    host = hosted_event_loop(socket_map)
-    try:
-        assert hosted_event_loop(socket_map) is host
-        with pytest.raises(RuntimeError, match="already hosts"):
-            HostedEventLoop(socket_map)
-        assert host.hosted and len(socket_map) == 1
-    finally:
-        host.close()
-    assert host not in _hosted_loops() and len(socket_map) == 0 and host.is_closed()
+def test_hosting_rules(socket_map: asyncore.SocketMap, hosted: Callable[..., HostedEventLoop]) -> None:
+    host = hosted()
+    assert hosted_event_loop(socket_map) is host
+    with pytest.raises(RuntimeError, match="already hosts"):
+        HostedEventLoop(socket_map)
+    assert host.hosted and len(socket_map) == 1
+    host.close()
+    assert not host.hosted and len(socket_map) == 0 and host.is_closed()
     assert _loop.existing_loop(socket_map) is None
     selector = selectors.SelectSelector()
     try:
@@ -703,7 +691,9 @@ def test_run_coroutine_refuses_a_running_loop(socket_map: asyncore.SocketMap) ->
     asyncio.run(nested())
 
 
-def test_a_map_is_either_bridged_or_hosting(socket_map: asyncore.SocketMap) -> None:
+def test_a_map_is_either_bridged_or_hosting(
+    socket_map: asyncore.SocketMap, hosted: Callable[..., HostedEventLoop]
+) -> None:
     async def bridged() -> None:
         bridge = attach(socket_map)
         try:
@@ -716,25 +706,22 @@ def test_a_map_is_either_bridged_or_hosting(socket_map: asyncore.SocketMap) -> N
             bridge.detach()
 
     asyncio.run(bridged())
-    host = HostedEventLoop(socket_map)
+    hosted(new=True)
 
     async def hosting() -> None:
         with pytest.raises(RuntimeError, match="hosts an asyncio event loop"):
             attach(socket_map)
 
-    try:
-        asyncio.run(hosting())
-    finally:
-        host.close()
+    asyncio.run(hosting())
 
 
 # == what else may drive a bridged or hosting map ==========================================
 
 
 def test_asyncore_loop_on_a_bridged_map_raises_instead_of_spinning(
-    new_loop: LoopFactory, default_poller: str, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, default_poller: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map)
 
     async def main() -> None:
@@ -757,17 +744,13 @@ def test_asyncore_loop_on_a_bridged_map_raises_instead_of_spinning(
         finally:
             bridge.detach()
 
-    try:
-        run(new_loop, main())
-    finally:
-        reader.close()
-        peer.close()
+    run(new_loop, main())
 
 
 def test_a_handler_pumping_loop_under_the_bridge_gets_the_error(
-    new_loop: LoopFactory, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     errors: List[BaseException] = []
 
     class Pumping(Reader):
@@ -788,18 +771,14 @@ def test_a_handler_pumping_loop_under_the_bridge_gets_the_error(
         finally:
             bridge.detach()
 
-    try:
-        run(new_loop, main())
-        assert len(errors) == 1 and "asyncio bridge" in str(errors[0])
-    finally:
-        reader.close()
-        peer.close()
+    run(new_loop, main())
+    assert len(errors) == 1 and "asyncio bridge" in str(errors[0])
 
 
 def test_a_map_left_attached_to_a_closed_loop_is_handed_back(
-    new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap
+    new_loop: LoopFactory, poller_name: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map)
     fired: List[str] = []
 
@@ -808,44 +787,36 @@ def test_a_map_left_attached_to_a_closed_loop_is_handed_back(
         peer.sendall(b"one")
         await reader.wait_for(3)
 
-    try:
-        run(new_loop, main())
-        call_later(0.01, fired.append, "timer", map=socket_map)
-        peer.sendall(b" two")
-        # one pass that waits for what is pending: on an ordinary poller again
-        asyncore.loop(timeout=LONG, map=socket_map, count=1, poller=poller_name)
-        assert bytes(reader.data) == b"one two"
-        state = _loop.existing_loop(socket_map)
-        assert state is not None and not isinstance(state.poller, AsyncioPoller) and not state.pinned
-        while not fired:
-            asyncore.loop(timeout=LONG, map=socket_map, count=1)
-        assert fired == ["timer"]
-    finally:
-        reader.close()
-        peer.close()
+    run(new_loop, main())
+    call_later(0.01, fired.append, "timer", map=socket_map)
+    peer.sendall(b" two")
+    # one pass that waits for what is pending: on an ordinary poller again
+    asyncore.loop(timeout=LONG, map=socket_map, count=1, poller=poller_name)
+    assert bytes(reader.data) == b"one two"
+    state = _loop.existing_loop(socket_map)
+    assert state is not None and not isinstance(state.poller, AsyncioPoller) and not state.pinned
+    while not fired:
+        asyncore.loop(timeout=LONG, map=socket_map, count=1)
+    assert fired == ["timer"]
 
 
 def test_a_map_left_attached_to_a_closed_loop_is_handed_back_without_poller(
-    default_poller: str, socket_map: asyncore.SocketMap
+    default_poller: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map)
 
     async def main() -> None:
         attach(socket_map)
 
-    try:
-        asyncio.run(main())
-        peer.sendall(b"after asyncio.run()")
-        asyncore.loop(timeout=LONG, map=socket_map, count=1)
-        assert bytes(reader.data) == b"after asyncio.run()"
-    finally:
-        reader.close()
-        peer.close()
+    asyncio.run(main())
+    peer.sendall(b"after asyncio.run()")
+    asyncore.loop(timeout=LONG, map=socket_map, count=1)
+    assert bytes(reader.data) == b"after asyncio.run()"
 
 
 def test_a_new_bridge_or_host_takes_a_map_left_attached_to_a_closed_loop(
-    socket_map: asyncore.SocketMap,
+    socket_map: asyncore.SocketMap, hosted: Callable[..., HostedEventLoop]
 ) -> None:
     async def leave_attached() -> None:
         attach(socket_map)
@@ -857,34 +828,29 @@ def test_a_new_bridge_or_host_takes_a_map_left_attached_to_a_closed_loop(
     asyncio.run(leave_attached())
     asyncio.run(attach_again())
     asyncio.run(leave_attached())
-    host = HostedEventLoop(socket_map)  # not "served by an asyncio bridge"
-    try:
-        assert run_coroutine(asyncio.sleep(0, result="hosted"), socket_map) == "hosted"
-    finally:
-        host.close()
+    hosted(new=True)  # not "served by an asyncio bridge"
+    assert run_coroutine(asyncio.sleep(0, result="hosted"), socket_map) == "hosted"
 
 
 @hosts_asyncio
-def test_close_all_ends_hosting(default_poller: str, socket_map: asyncore.SocketMap) -> None:
-    host = hosted_event_loop(socket_map)
-    try:
-        asyncore.close_all(socket_map)
-        assert not host.hosted and not host.is_closed()
-        assert host not in _hosted_loops()
-        replacement = hosted_event_loop(socket_map)  # a new one, not the cut-off loop
-        assert replacement is not host and replacement.hosted
-        assert run_coroutine(asyncio.sleep(0, result="new"), socket_map) == "new"
-        replacement.close()
-        HostedEventLoop(socket_map).close()  # not "already hosts"
-    finally:
-        host.close()
+def test_close_all_ends_hosting(
+    default_poller: str, socket_map: asyncore.SocketMap, hosted: Callable[..., HostedEventLoop]
+) -> None:
+    host = hosted()
+    asyncore.close_all(socket_map)
+    assert not host.hosted and not host.is_closed()
+    replacement = hosted()  # a new one, not the cut-off loop
+    assert replacement is not host and replacement.hosted
+    assert run_coroutine(asyncio.sleep(0, result="new"), socket_map) == "new"
+    replacement.close()
+    hosted(new=True).close()  # not "already hosts"
 
 
 @hosts_asyncio
 def test_close_all_during_run_coroutine_raises_instead_of_blocking(
-    default_poller: str, socket_map: asyncore.SocketMap
+    default_poller: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
 
     class Resetting(Reader):
         def handle_read(self) -> None:
@@ -900,43 +866,30 @@ def test_close_all_during_run_coroutine_raises_instead_of_blocking(
         finally:
             writer.close()
 
-    left, peer_side = socket.socketpair()
-    try:
-        peer.sendall(b"reset")
-        with pytest.raises(RuntimeError, match="left the socket map"):
-            run_coroutine(waits_for_io(), socket_map)
-    finally:
-        for host in _hosted_loops():
-            host.close()
-        left.close()
-        peer_side.close()
-        peer.close()
+    _, peer_side = sockets.pair()
+    peer.sendall(b"reset")
+    with pytest.raises(RuntimeError, match="left the socket map"):
+        run_coroutine(waits_for_io(), socket_map)  # which closes the loop it made
 
 
 @pytest.mark.parametrize("taker", ["poll", "poll2", "a channel joining"])
 def test_anything_looking_at_a_map_left_attached_hands_it_back(
-    taker: str, default_poller: str, socket_map: asyncore.SocketMap
+    taker: str, default_poller: str, socket_map: asyncore.SocketMap, sockets: Sockets
 ) -> None:
-    mine, peer = socket.socketpair()
+    mine, peer = sockets.pair()
     reader = Reader(mine, socket_map)
 
     async def main() -> None:
         attach(socket_map)
 
-    other_mine, other_peer = socket.socketpair()
-    try:
-        asyncio.run(main())
-        if taker == "a channel joining":
-            joined = Reader(other_mine, socket_map)  # asks the dead bridge for a pass
-            state = _loop.existing_loop(socket_map)
-            assert state is None or not state.pinned
-            joined.close()
-        peer.sendall(b"handed back")
-        one_pass = asyncore.poll2 if taker == "poll2" else asyncore.poll
-        one_pass(LONG, socket_map)
-        assert bytes(reader.data) == b"handed back"
-    finally:
-        reader.close()
-        peer.close()
-        other_mine.close()
-        other_peer.close()
+    asyncio.run(main())
+    if taker == "a channel joining":
+        other_mine, _ = sockets.pair()
+        joined = Reader(other_mine, socket_map)  # asks the dead bridge for a pass
+        state = _loop.existing_loop(socket_map)
+        assert state is None or not state.pinned
+        joined.close()
+    peer.sendall(b"handed back")
+    one_pass = asyncore.poll2 if taker == "poll2" else asyncore.poll
+    one_pass(LONG, socket_map)
+    assert bytes(reader.data) == b"handed back"

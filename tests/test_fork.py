@@ -150,7 +150,7 @@ def test_child_gets_a_poller_of_its_own(default_poller: str, socket_map: asyncor
             child_state = _loop.existing_loop(socket_map)
             fresh = child_state is not None and child_state.poller is not parent_poller
             asyncore.loop(timeout=0, count=1, map=socket_map)
-            registered = child_state is not None and listener._fileno in child_state.poller
+            registered = child_state is not None and listener.socket.fileno() in child_state.poller
             os.write(write_fd, b"%d%d" % (fresh, registered))
             code = 0
         finally:
@@ -163,7 +163,7 @@ def test_child_gets_a_poller_of_its_own(default_poller: str, socket_map: asyncor
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert report == b"11"
     assert not parent_poller.closed  # the parent's poller is untouched
-    assert listener._fileno in parent_poller
+    assert listener.socket.fileno() in parent_poller
 
 
 @pytest.mark.parametrize("backend", ["kqueue", "devpoll"])

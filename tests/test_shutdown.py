@@ -23,6 +23,7 @@ PAYLOAD = b"x" * 16_000_000  # far more than the loopback socket buffers hold
 class Listener(asyncore.dispatcher):
     def __init__(self, socket_map: Any, handler: Any) -> None:
         super().__init__(map=socket_map)
+        self.socket_map = socket_map
         self.handler = handler
         self.create_socket()
         self.bind(("127.0.0.1", 0))
@@ -30,7 +31,7 @@ class Listener(asyncore.dispatcher):
         self.accepted: List[Any] = []
 
     def handle_accepted(self, sock: socket.socket, addr: Any) -> None:
-        self.accepted.append(self.handler(sock, map=self._map))
+        self.accepted.append(self.handler(sock, map=self.socket_map))
 
 
 class Sender(asyncore.dispatcher_with_send):
@@ -50,7 +51,7 @@ def _connect(listener: Listener, count: int) -> List[socket.socket]:
     port = listener.socket.getsockname()[1]
     clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
     while len(listener.accepted) < count:
-        asyncore.loop(timeout=1, count=1, map=listener._map)
+        asyncore.loop(timeout=1, count=1, map=listener.socket_map)
     return clients
 
 

@@ -9,11 +9,13 @@ test_socketserver_attach.py.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import socket
 import sys
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, List, Tuple
 
@@ -522,28 +524,32 @@ def test_unix_server_on_a_taken_path_raises_and_leaks_nothing(tmp_path: Path) ->
 
 def test_threading_server_joins_its_threads_on_close() -> None:
     release = threading.Event()
-    finished: List[str] = []
+    started = threading.Event()
+    handlers: List[threading.Thread] = []
 
     class Slow(socketserver.BaseRequestHandler):
         def handle(self) -> None:
+            handlers.append(threading.current_thread())
+            started.set()
             release.wait(10)
-            finished.append(threading.current_thread().name)
 
     server = socketserver.ThreadingTCPServer((HOST, 0), Slow)
     with pending_client(server):
         server.handle_request()
-        assert len(server._threads) == 1
+        assert started.wait(10) and handlers[0] is not threading.current_thread()
         threading.Timer(0.01, release.set).start()
         server.server_close()  # blocks until the handler thread ends
-    assert len(finished) == 1
+        assert not handlers[0].is_alive()
 
 
 def test_threading_server_without_block_on_close_does_not_wait() -> None:
     release = threading.Event()
     done = threading.Event()
+    handlers: List[threading.Thread] = []
 
     class Slow(socketserver.BaseRequestHandler):
         def handle(self) -> None:
+            handlers.append(threading.current_thread())
             release.wait(10)
             done.set()
 
@@ -554,19 +560,32 @@ def test_threading_server_without_block_on_close_does_not_wait() -> None:
     server = Server((HOST, 0), Slow)
     with pending_client(server):
         server.handle_request()
-        assert len(server._threads) == 0  # nothing recorded, nothing joined
         server.server_close()
-        assert not done.is_set()
+        assert not done.is_set()  # nothing joined
         release.set()
         assert done.wait(10)
+    handler = handlers.pop()
+    handler.join(10)
+    gone = weakref.ref(handler)
+    del handler
+    gc.collect()
+    assert gone() is None, "the server still holds its finished thread"  # nothing recorded
 
 
 def test_threading_server_forgets_finished_threads() -> None:
-    with socketserver.ThreadingTCPServer((HOST, 0), LineEcho) as server:
+    handlers: List[weakref.ref[threading.Thread]] = []
+
+    class Echo(LineEcho):
+        def handle(self) -> None:
+            handlers.append(weakref.ref(threading.current_thread()))
+            super().handle()
+
+    with socketserver.ThreadingTCPServer((HOST, 0), Echo) as server:
         for _ in range(6):
             assert tcp_echo_once(server) == LINE
+        gc.collect()
         # each echo is over once the client read it; only the last few may linger
-        assert len(server._threads) < 6
+        assert sum(ref() is not None for ref in handlers) < 6
 
 
 def test_threading_handler_exception_goes_to_handle_error() -> None:

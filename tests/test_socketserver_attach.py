@@ -19,9 +19,8 @@ import time
 from typing import Any, Dict, List
 
 import pytest
-from helpers import EchoHandler, LineEcho, run_until
+from helpers import EchoHandler, LineEcho, run_until, sweep_every
 
-import pollers
 from asyncio_compat import asyncore, socketserver
 
 pytestmark = [
@@ -234,7 +233,7 @@ def test_socket_closed_behind_the_loops_back_detaches(
     poller_name: str, socket_map: Dict[int, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pollers._base.SweepingPoller, "sweep_interval", 0.01)
+    sweep_every(0.01, poller_name, monkeypatch)
     server = GreetingServer((HOST, 0), Greeter)
     socketserver.attach(server, socket_map)
     asyncore.loop(timeout=0.01, map=socket_map, count=1, poller=poller_name)  # now registered

@@ -15,7 +15,7 @@ import threading
 from typing import Any, Callable, Iterator, List
 
 import pytest
-from helpers import LineEcho, read_line
+from helpers import LineEcho, read_line, sweep_every
 
 import asyncio_compat
 import pollers
@@ -274,14 +274,19 @@ def test_many_servers_shut_down_right_after_starting(poller_name: str, serve: Ca
 
 
 def test_legacy_flag_stops_the_loop_from_a_handler(serve: Callable[..., Serving]) -> None:
-    """Code written for CPython sets the name-mangled flag from inside a handler."""
+    """Code written for CPython sets BaseServer's name-mangled flag from inside a
+    handler (where shutdown() would wait for itself), through a server subclass."""
+
+    class Server(socketserver.TCPServer):
+        def stop_serving(self) -> None:
+            self._BaseServer__shutdown_request = True  # 3.11's private name, as such code spells it
 
     class Stopper(LineEcho):
         def handle(self) -> None:
             super().handle()
-            self.server._BaseServer__shutdown_request = True  # type: ignore[attr-defined]
+            self.server.stop_serving()  # type: ignore[attr-defined]
 
-    with socketserver.TCPServer((HOST, 0), Stopper) as server:
+    with Server((HOST, 0), Stopper) as server:
         serving = serve(server, 0.01)
         assert echo(server.server_address) == LINE
         serving.thread.join(20)
@@ -307,7 +312,7 @@ def test_closing_the_socket_under_a_running_loop(
     poller_name: str, serve: Callable[..., Serving], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """server_close() from another thread: the loop keeps calm until shutdown()."""
-    monkeypatch.setattr(pollers._base.SweepingPoller, "sweep_interval", 0.01)
+    sweep_every(0.01, poller_name, monkeypatch)
     ticks = threading.Semaphore(0)
 
     class Server(socketserver.TCPServer):

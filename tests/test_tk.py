@@ -336,7 +336,7 @@ def test_destroying_the_widget_detaches(
     window.destroy()
     assert not attachment.attached
     state = _loop.existing_loop(socket_map)
-    assert state is not None and state.pins == 0  # kept for its timer, free for loop()
+    assert state is not None and not state.pinned  # kept for its timer, free for loop()
 
 
 def test_exitnow_under_tk_detaches_and_reaches_tk(
