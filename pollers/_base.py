@@ -25,7 +25,7 @@ import time
 from types import TracebackType
 from typing import ClassVar, Dict, List, Mapping, Optional, Protocol, Tuple, Type, TypeVar, Union
 
-from . import _platform
+from . import platform_rules
 
 # Portable event flags.  Their values equal select.POLL* on every platform we
 # support (tests assert it), so the poll and epoll backends need no
@@ -124,7 +124,7 @@ def fd_is_open(fd: int) -> bool:
     open" (CLOSED_FD_ERRNOS) counts as open: the fd is left to the caller.
     """
     try:
-        if _platform.WINDOWS:
+        if platform_rules.WINDOWS:
             select.select([fd], [], [], 0)
         else:
             os.fstat(fd)

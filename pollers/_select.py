@@ -15,7 +15,7 @@ Kernel facts:
 * PRI maps to the "exceptional" set (out-of-band data, and on some kernels a
   failed connect).
 
-On Windows (``_platform.WINDOWS``, read at call time), Winsock's select():
+On Windows (``platform_rules.WINDOWS``, read at call time), Winsock's select():
 
 * fails with WSAEINVAL when all three sets are empty instead of sleeping, so
   a wait with nothing registered (a loop with only timers) sleeps instead;
@@ -35,7 +35,7 @@ import select
 import time
 from typing import ClassVar, Collection, Dict, List, NoReturn, Optional, Set, Tuple
 
-from . import _platform
+from . import platform_rules
 from ._base import CLOSED_FD_ERRNOS, ERR, MAX_TIMEOUT, PRI, READ, WRITE, Poller
 
 # fd_set's size in glibc, macOS and the BSDs.  Below it every platform's
@@ -78,7 +78,7 @@ class SelectPoller(Poller):
         self._urgent: Set[int] = set()
 
     def _kernel_register(self, fd: int, events: int) -> None:
-        if _platform.WINDOWS:
+        if platform_rules.WINDOWS:
             self._check_windows_room()
         elif not _selectable(fd):
             raise ValueError(
@@ -159,7 +159,7 @@ class SelectPoller(Poller):
     ) -> List[Tuple[int, int]]:
         """One select() call, its three lists merged into (fd, events) pairs."""
         exceptional_wanted = urgent
-        if _platform.WINDOWS:
+        if platform_rules.WINDOWS:
             if not (readers or writers or urgent):
                 _sleep(timeout)  # Winsock fails (WSAEINVAL) on three empty sets
                 return []

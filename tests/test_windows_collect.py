@@ -55,7 +55,7 @@ outcomes["<rules>"] = {
     "poll": hasattr(select, "poll"),
     "file_dispatcher": hasattr(asyncio_compat.asyncore, "file_dispatcher"),
     "available": pollers.available(),
-    "WINDOWS": pollers._platform.WINDOWS,
+    "WINDOWS": pollers.platform_rules.WINDOWS,
 }
 print(json.dumps(outcomes))
 """

@@ -13,7 +13,7 @@ CPython 3.11's asyncore ran on Windows, where:
   and no ``socket.AF_UNIX``.
 
 The ``windows_rules`` fixture imposes the call-time rules for one test
-(:func:`impose`) and sets ``pollers._platform.WINDOWS``, the one flag our code
+(:func:`impose`) and sets ``pollers.platform_rules.WINDOWS``, the one flag our code
 reads to follow them.  The import-time capabilities (``os.name``, ``os.fork``,
 ``AF_UNIX``) cannot be changed under modules already imported:
 :func:`import_as_on_windows` executes a fresh copy of one module without
@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Opt
 
 import pytest
 
-import pollers._platform
+import pollers.platform_rules
 
 OPTION = "--windows-rules"
 # ``@pytest.mark.posix_only("needs what Windows lacks")``: skipped under the rules
@@ -118,7 +118,7 @@ def impose(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delattr(select, name, raising=False)
     monkeypatch.setattr(select, "select", winsock_select(select.select, real_fstat))
     monkeypatch.setattr(os, "fstat", windows_fstat(real_fstat))
-    monkeypatch.setattr(pollers._platform, "WINDOWS", True)
+    monkeypatch.setattr(pollers.platform_rules, "WINDOWS", True)
 
 
 @pytest.fixture
@@ -234,7 +234,7 @@ def _import_library() -> None:
                 importlib.import_module(info.name)
             except ImportError:
                 pass  # absent on Windows by design (asyncio_compat.workers)
-    pollers._platform.WINDOWS = True
+    pollers.platform_rules.WINDOWS = True
 
 
 def _outcome(name: str) -> str:
