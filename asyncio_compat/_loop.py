@@ -401,14 +401,14 @@ class MapLoop:
                 self.sync()
             # a pass that cannot wait (the foreign drivers' zero timeout) needs no wake
             self._waiting = timeout != 0.0
-            poll = self.poller.poll
+            poller = self.poller
             if self._injected or self._late_change:
                 ready, self._injected = self._injected, []
-                ready += poll(0.0) if monitor is None else monitor.wait(poll, 0.0)
+                ready += poller.poll(0.0) if monitor is None else monitor.wait(poller.poll, 0.0)
             else:
                 timers = self.timers
                 wait = timers.clip(timeout) if timers.live else timeout
-                ready = poll(wait) if monitor is None else monitor.wait(poll, wait)
+                ready = poller.poll(wait) if monitor is None else monitor.wait(poller.poll, wait)
             self._waiting = False
             if self.watched:  # signal pipes, a wake pipe: empty in most programs
                 ready = self._serve_watched(ready)
@@ -421,7 +421,8 @@ class MapLoop:
                 record = by_fd.get(fd)
                 if record is not None:
                     events.append((fd, record, flags))
-            self._deliver(events, poll_semantics, monitor)
+            if events:
+                self._deliver(events, poll_semantics, monitor)
             if self.timers.live:
                 self.timers.run_due(time.monotonic(), None if monitor is None else monitor.run_timer)
             if self.pins:
