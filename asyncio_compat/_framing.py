@@ -6,17 +6,18 @@ into messages for a *sink*, the object that plays the channel's part (an
 ``async_chat.handle_read`` made, in the same order and with the same
 arguments:
 
-``sink.get_terminator()``
+``sink.terminator`` (read)
     before every step, because the code that handles a message may change
-    the terminator; a new one applies to the rest of the same buffer;
+    the terminator; a new one applies to the rest of the same buffer (an
+    ``async_chat`` whose ``get_terminator()`` is its own code is given to
+    the framer behind a sink whose ``terminator`` calls it);
 ``sink.collect_incoming_data(chunk)``
     with each non-empty piece of the message being received;
 ``sink.found_terminator()``
     at the end of each message;
 ``sink.terminator = n``
     for an int terminator, the count still to come (0 just before
-    ``found_terminator``), so that ``get_terminator()`` counts down across
-    reads.
+    ``found_terminator``), so that the terminator counts down across reads.
 
 Terminators:
 
@@ -51,8 +52,6 @@ class FrameSink(Protocol):
     """What a :class:`Framer` calls: the input half of ``async_chat``."""
 
     terminator: Any
-
-    def get_terminator(self) -> Any: ...
 
     def collect_incoming_data(self, data: bytes) -> None: ...
 
@@ -236,14 +235,10 @@ class Framer:
         self._buffer = b""
         self._offset = 0
 
-    def receive(self, data: bytes, sink: FrameSink, plain_terminator: bool = False) -> None:
+    def receive(self, data: bytes, sink: FrameSink) -> None:
         """Append ``data`` and hand out every message part it completes.
 
         See the class doc for what the sink may do and what is raised.
-        ``plain_terminator`` says that ``sink.get_terminator()`` only returns
-        ``sink.terminator``: the attribute is then read instead of making
-        the call, one Python call fewer per message (the same value, and the
-        same AttributeError when it was never set).
         """
         # _join() copes with a consumed buffer too: the test spares the usual read its call
         if self._buffer or type(data) is not bytes:
@@ -263,7 +258,7 @@ class Framer:
                 self._buffer = b""  # let the read go
                 self._offset = 0
                 return
-            terminator = sink.terminator if plain_terminator else sink.get_terminator()
+            terminator = sink.terminator
             if not terminator or type(terminator) is not bytes:
                 if isinstance(terminator, int) or not terminator:
                     self._count(buffer, start, terminator if terminator else 0, sink)

@@ -846,10 +846,6 @@ def poller_class_for(use_poll: bool, poller: PollerSpec) -> Type[Poller]:
     default is used; when that default is select, ``use_poll=True`` still
     upgrades to poll, as in 3.11.
     """
-    if isinstance(poller, str):
-        # what resolve_poller() does for a name, one call shorter: loop()
-        # resolves its poller= on every call
-        return pollers.get(poller)
     if poller is not None:
         return resolve_poller(poller)
     cls = get_default_poller()

@@ -219,10 +219,8 @@ class async_chat(asyncore.dispatcher):
             framer = self._framer
             if framer is None:
                 framer = self._inbound()
-            if self.max_message_size is None:
-                # get_terminator() not overridden: the framer reads the
-                # attribute, a call fewer per message
-                framer.receive(data, self, type(self).get_terminator is _OWN_GET_TERMINATOR)
+            if self.max_message_size is None and type(self).get_terminator is _OWN_GET_TERMINATOR:
+                framer.receive(data, self)  # the channel is its own sink
             elif not self._receive_capped(framer, data):
                 return
             if len(data) < size or self._reading_paused or not self.connected:
@@ -232,7 +230,7 @@ class async_chat(asyncore.dispatcher):
             reads += 1
 
     def _receive_capped(self, framer: Framer, data: Any) -> bool:
-        """Frame ``data`` under ``max_message_size``; False if it was passed."""
+        """Frame ``data`` through a :class:`_SizeGuard`; False if ``max_message_size`` was passed."""
         try:
             framer.receive(data, _SizeGuard(self))
         except _MessageTooLargeError as exc:
@@ -457,8 +455,10 @@ class _MessageTooLargeError(Exception):
 class _SizeGuard:
     """Stands for the channel in front of the framer, counting each message.
 
-    Used only when ``max_message_size`` is set, so channels without a cap
-    pay nothing.  The count lives on the channel, across reads.
+    Used only when ``max_message_size`` is set or the channel's class has a
+    ``get_terminator()`` of its own, which the framer then asks through
+    :attr:`terminator`; other channels are their own sink and pay nothing.
+    The count lives on the channel, across reads.
     """
 
     __slots__ = ("_channel",)
@@ -468,14 +468,11 @@ class _SizeGuard:
 
     @property
     def terminator(self) -> Any:
-        return self._channel.terminator
+        return self._channel.get_terminator()
 
     @terminator.setter
     def terminator(self, value: Any) -> None:
         self._channel.terminator = value
-
-    def get_terminator(self) -> Any:
-        return self._channel.get_terminator()
 
     def collect_incoming_data(self, data: bytes) -> None:
         channel = self._channel

@@ -31,6 +31,7 @@ class Recorder:
 
     @property
     def terminator(self) -> Any:
+        self.held_while_cutting.append(self.framer.held)
         return self.wanted
 
     @terminator.setter
@@ -38,10 +39,6 @@ class Recorder:
         # only an int terminator counting down is written by the framer
         self.calls.append(("terminator", value))
         self.wanted = value
-
-    def get_terminator(self) -> Any:
-        self.held_while_cutting.append(self.framer.held)
-        return self.wanted
 
     def collect_incoming_data(self, data: bytes) -> None:
         assert type(data) is bytes and data, "only non-empty bytes are handed out"

@@ -52,9 +52,6 @@ class _Messages:
         self.messages: List[bytes] = []
         self.pieces: List[bytes] = []
 
-    def get_terminator(self) -> bytes:
-        return self.terminator
-
     def collect_incoming_data(self, data: bytes) -> None:
         self.pieces.append(data)
 
