@@ -1,5 +1,6 @@
-"""What several test files share: an echo dispatcher, socket pairs, running the
-loop until a condition holds, and loading or running the examples."""
+"""What several test files share: an echo dispatcher, recording channels and a
+bystander connection, socket pairs, running the loop a few passes or until a
+condition holds, and loading or running the examples."""
 
 from __future__ import annotations
 
@@ -119,6 +120,28 @@ class Collector(asyncore.dispatcher):
         self.close()
 
 
+class Recorder(asyncore.dispatcher_with_send):
+    """Reads what comes into ``received``; records closes in ``events`` and the
+    exceptions handle_error saw in ``errors`` (then closes)."""
+
+    def __init__(self, sock: Optional[socket.socket], socket_map: Dict[int, Any]) -> None:
+        super().__init__(sock, map=socket_map)
+        self.received = bytearray()
+        self.events: List[str] = []
+        self.errors: List[BaseException] = []
+
+    def handle_read(self) -> None:
+        self.received += self.recv(65536)
+
+    def handle_close(self) -> None:
+        self.events.append("close")
+        self.close()
+
+    def handle_error(self) -> None:
+        self.errors.append(sys.exc_info()[1])  # type: ignore[arg-type]
+        self.close()
+
+
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` as a module (its ``__main__`` block does not run)."""
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
@@ -186,6 +209,12 @@ def run_until(
         asyncore.loop(timeout=0.05, map=socket_map, count=1, use_poll=use_poll, poller=poller)
 
 
+def run_passes(socket_map: Dict[int, Any], poller_name: str, count: int = 1, timeout: float = 0.5) -> None:
+    """``asyncore.loop()`` on ``socket_map`` with ``poller_name``: ``count``
+    passes, each waiting ``timeout`` seconds at most."""
+    asyncore.loop(timeout=timeout, map=socket_map, count=count, poller=poller_name)
+
+
 def read_line(sock: socket.socket) -> bytes:
     """Read from a blocking socket up to and including the first newline, or to
     the end of the stream."""
@@ -229,6 +258,24 @@ class Sockets(List[socket.socket]):
     def close_all(self) -> None:
         for sock in self:
             sock.close()
+
+
+def bystander(socket_map: Dict[int, Any], sockets: Sockets) -> Tuple[Recorder, socket.socket]:
+    """A :class:`Recorder` on one end of a new pair in ``socket_map``, and the other end."""
+    ours, theirs = sockets.pair()
+    return Recorder(ours.dup(), socket_map), theirs
+
+
+def check_bystander(
+    socket_map: Dict[int, Any], poller_name: str, use_poll: bool, chan: Recorder, peer: socket.socket
+) -> None:
+    """Fail unless ``chan`` (from :func:`bystander`) is still served, without error."""
+    peer.send(b"still served")
+    def served() -> bool:
+        return chan.received.endswith(b"still served")
+
+    run_until(socket_map, served, poller=poller_name, use_poll=use_poll)
+    assert chan.errors == [] and in_map(chan, socket_map)
 
 
 # the ways a program drives a map one pass at a time

@@ -46,7 +46,7 @@ def test_dropin_that_ran_names_the_versions() -> None:
 
 
 def test_nothing_is_said_of_the_dropin_when_its_tests_did_not_run() -> None:
-    stats = {"skipped": [_skip("tests/test_loop.py::x[kqueue]", "kqueue poller not available")]}
+    stats = {"skipped": [_skip("tests/test_engine_map_loop.py::x[kqueue]", "kqueue poller not available")]}
     assert summary_lines(stats) == ["    1  kqueue poller not available"]
 
 
