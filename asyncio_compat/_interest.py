@@ -56,7 +56,7 @@ def register_fast_interest(readable: object, writable: object, interest: Callabl
 
     The loop then computes such a channel's mask with one call instead of
     three.  ``test_fast_interest_functions_agree_with_the_predicates`` in
-    tests/test_loop.py checks each registered pair in every state.
+    tests/test_engine_registration.py checks each registered pair in every state.
     """
     # the loop calls it only on channels whose class has these predicates,
     # i.e. on the class ``interest`` was written for
