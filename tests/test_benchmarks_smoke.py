@@ -338,3 +338,18 @@ def test_the_bulk_server_answers_with_the_length_and_the_crc_of_what_it_got() ->
         assert window.count == len(message) + 2
         with pytest.raises(BenchError, match="other bytes than sent"):
             clients.send_bulk(server.address, message + b"\r\n", zlib.crc32(message) ^ 1, server.cpu_time)
+
+
+@needs_posix
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workload", ["lines 200", "bulk 20", "idle 50 --channels 10"])
+def test_engine_instruction_workloads_run(workload: str) -> None:
+    # the workloads behind docs/performance.rst's instruction counts finish
+    # and do the work asked (a count, not a figure)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "engine_instructions.py"), *workload.split()],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=50,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == workload.split()[:2]
