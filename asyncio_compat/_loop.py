@@ -392,10 +392,10 @@ class MapLoop:
             self.passes += 1
             # A signal handler may add or close channels at any point.  Up to
             # the end of sync() they are seen; outside the wait, the change
-            # is a late change (``_late_change``, see channel_moved) and the pass does not wait:
-            # the change may have been made after loop() decided to run this
-            # pass (the map emptied), so ``_late_change`` is cleared when a pass
-            # ends and when a run claims the map, not here.  In the wait
+            # is a late change (see channel_moved) and the pass does not
+            # wait.  It may have been made after loop() decided to run this
+            # pass (the map emptied), so ``_late_change`` is cleared when a
+            # pass ends and when a run claims the map, not here.  In the wait
             # (which PEP 475 resumes on the old set) the change calls wake().
             if self._changed or self._registered.asked_every_pass or not self._tracked:
                 self.sync()
