@@ -221,3 +221,14 @@ def test_readme_commands_work_in_the_unpacked_sdist(artifacts: Tuple[Path, Path]
     assert tests.split()[:2] == ["bash", ".ci/run"] and os.access(unpacked / ".ci" / "run", os.X_OK)
     planned = _run(["bash", ".ci/run", "--dry-run"], cwd=unpacked, timeout=120)
     assert re.search(r"tox run-parallel .* -e \S*py3\d+", planned), planned[-3000:]
+
+
+@pytest.mark.parametrize("config", ["tox.ini", ".github/workflows/ci.yml", ".ci/run"])
+def test_the_test_files_ci_names_exist(config: str) -> None:
+    # a renamed or split test module must not leave a CI job running nothing
+    path = ROOT / config
+    if not path.exists():
+        pytest.skip(f"{config} is not in this tree (an unpacked sdist leaves .github out)")
+    named = set(re.findall(r"\b(test_[a-z0-9_]+\.py)\b", path.read_text(encoding="utf-8")))
+    missing = sorted(name for name in named if not (ROOT / "tests" / name).exists())
+    assert missing == [], f"{config} names test files that do not exist"
