@@ -62,15 +62,18 @@ def _feed(payload: bytes, units: int, terminator: Optional[bytes], done: Callabl
     chat = Counter(mine, socket_map)
     chat.set_terminator(terminator)
     peer.setblocking(False)
-    left = payload * units
+    sent_units = 0
+    offset = 0  # into the payload being sent
     try:
         while not done(chat):
-            while left:
+            while sent_units < units:
                 try:
-                    sent = peer.send(left[:BLOCK])
+                    offset += peer.send(memoryview(payload)[offset:])
                 except BlockingIOError:
                     break
-                left = left[sent:]
+                if offset == len(payload):
+                    sent_units += 1
+                    offset = 0
             asyncore.loop(0.1, map=socket_map, count=1)
     finally:
         asyncore.close_all(socket_map)
