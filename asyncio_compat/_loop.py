@@ -234,7 +234,7 @@ class MapLoop:
             if type(key) is int:
                 self._register(key, obj)
             else:
-                self._refresh_by_key(key, obj)
+                self._register_by_key(key, obj)
 
     def sync_fds(self, fds: Iterable[int]) -> None:
         """Bring the poller in line with the map for these fds only, now (even mid-pass)."""
@@ -272,9 +272,9 @@ class MapLoop:
             if fd is not None and self._registered.key_of(fd) is key:
                 self._drop(fd)
         else:
-            self._refresh_by_key(key, obj)
+            self._register_by_key(key, obj)
 
-    def _refresh_by_key(self, key: object, obj: Channel) -> None:
+    def _register_by_key(self, key: object, obj: Channel) -> None:
         """:meth:`_register` for a map key that is not an int (a socket, as 3.11's select() took)."""
         try:
             fd = fd_of(key)  # type: ignore[arg-type]
