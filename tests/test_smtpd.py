@@ -363,16 +363,40 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class _PortTakenError(Exception):
+    """The child could not bind the port picked for it: another process took it."""
+
+
 def cli_session(command: List[str], body: bytes, stop: str, **popen: Any) -> Tuple[List[str], int, str]:
-    """Start ``command`` (a DebuggingServer run with ``-d`` on a port that
-    ``command`` names as its last argument), send it ``body`` with smtplib,
-    stop it with the signal named ``stop``.  Returns the lines it printed for
-    the message, its exit status and its standard error."""
+    """Run ``command`` plus ``127.0.0.1:<port>`` (a DebuggingServer run with
+    ``-d``), send it ``body`` with smtplib, stop it with the signal named
+    ``stop``.  Returns the lines it printed for the message, its exit status
+    and its standard error.
+
+    The command line needs a port number (with 0 the server would not say
+    which one it got), so a free one is picked; another process may bind it
+    before the child does, and the child is then run again on another port.
+    """
+    for attempt in range(3):
+        try:
+            return _cli_session_at(command + [f"127.0.0.1:{free_port()}"], body, stop, **popen)
+        except _PortTakenError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _cli_session_at(command: List[str], body: bytes, stop: str, **popen: Any) -> Tuple[List[str], int, str]:
     port = int(command[-1].rpartition(":")[2])
     proc = subprocess.Popen(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
     try:
         assert proc.stderr is not None and proc.stdout is not None
-        wait_for_line(proc.stderr, "DebuggingServer started at")
+        try:
+            wait_for_line(proc.stderr, "DebuggingServer started at")
+        except AssertionError as exc:
+            if "Address already in use" in str(exc):
+                raise _PortTakenError(str(exc)) from None
+            raise
         with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
             smtp.sendmail("a@example.com", ["b@example.com"], body)
         printed = wait_for_line(proc.stdout, "END MESSAGE")
@@ -399,7 +423,7 @@ def wait_for_line(stream: Any, needle: str) -> List[str]:
 @pytest.mark.parametrize("module", ["asyncio_compat.smtpd", "smtpd"])
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
 def test_debugging_server_command_prints_and_stops_cleanly(module: str, stop: str) -> None:
-    command = [sys.executable, "-m", module, "-n", "-d", "-c", "DebuggingServer", f"127.0.0.1:{free_port()}"]
+    command = [sys.executable, "-m", module, "-n", "-d", "-c", "DebuggingServer"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(SHIMS)]), PYTHONUNBUFFERED="1")
     printed, status, err = cli_session(command, b"Subject: cli\r\n\r\nhello there", stop, cwd=ROOT, env=env)
     assert printed == [
@@ -412,3 +436,22 @@ def test_debugging_server_command_prints_and_stops_cleanly(module: str, stop: st
     ]
     assert status == 0, err
     assert "Traceback" not in err, err
+
+
+@pytest.mark.timeout(60)
+def test_cli_session_runs_the_server_again_when_its_port_was_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the helper above picks a port for a command line; a port another
+    # process bound meanwhile must cost a retry, not the test
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        taken = int(squatter.getsockname()[1])
+        picks = iter([taken])
+        real_free_port = free_port
+        monkeypatch.setattr(sys.modules[__name__], "free_port", lambda: next(picks, None) or real_free_port())
+        command = [sys.executable, "-m", "asyncio_compat.smtpd", "-n", "-d", "-c", "DebuggingServer"]
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        body = b"Subject: retry\r\n\r\nagain"
+        printed, status, err = cli_session(command, body, "SIGTERM", cwd=ROOT, env=env)
+    assert "b'again'\n" in printed
+    assert status == 0, err
